@@ -1,0 +1,29 @@
+// Small filesystem helpers built on POSIX calls, returning absl::Status with the path in the message.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace freeagent {
+
+// Creates `parent`/`prefix`XXXXXX with mode 0700 and returns its path.
+absl::StatusOr<std::string> MakePrivateTempDir(const std::string& parent, std::string_view prefix);
+
+// mkdir -p with `mode` for the created directories.
+absl::Status MakeDirs(const std::string& path, int mode = 0755);
+
+// rm -rf that never follows symlinks. OK if `path` does not exist.
+absl::Status RemoveTree(const std::string& path);
+
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// Writes to `path`.tmp, fsyncs and renames over `path`.
+absl::Status WriteFileAtomic(const std::string& path, std::string_view data, int mode = 0644);
+
+// Maps an errno to the closest absl code and builds "<what> <path>: <strerror>".
+absl::Status ErrnoStatus(int err, std::string_view what, std::string_view path);
+
+}  // namespace freeagent
