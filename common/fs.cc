@@ -1,0 +1,178 @@
+#include "common/fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace freeagent {
+
+absl::Status ErrnoStatus(int err, std::string_view what, std::string_view path) {
+  std::string msg = absl::StrCat(std::string(what), " ", std::string(path), ": ", std::strerror(err));
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(msg);
+    case EEXIST:
+      return absl::AlreadyExistsError(msg);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(msg);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(msg);
+    case EINVAL:
+    case ENAMETOOLONG:
+      return absl::InvalidArgumentError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+absl::StatusOr<std::string> MakePrivateTempDir(const std::string& parent, std::string_view prefix) {
+  std::string templ = absl::StrCat(parent, "/", std::string(prefix), "XXXXXX");
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) return ErrnoStatus(errno, "mkdtemp", templ);
+  return std::string(buf.data());
+}
+
+absl::Status MakeDirs(const std::string& path, int mode) {
+  if (path.empty()) return absl::InvalidArgumentError("MakeDirs: empty path");
+  std::string cur;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    size_t next = path.find('/', pos + 1);
+    cur = path.substr(0, next);
+    pos = next;
+    if (cur.empty() || cur == "/") continue;
+    if (::mkdir(cur.c_str(), static_cast<mode_t>(mode)) != 0 && errno != EEXIST) {
+      return ErrnoStatus(errno, "mkdir", cur);
+    }
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "stat", path);
+  if (!S_ISDIR(st.st_mode)) return absl::FailedPreconditionError(absl::StrCat(path, " is not a directory"));
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Removes the contents of the directory open as `dirfd`, then nothing else; never follows symlinks.
+absl::Status RemoveContentsAt(int dirfd, const std::string& shown_path) {
+  DIR* dir = ::fdopendir(dirfd);
+  if (dir == nullptr) {
+    ::close(dirfd);
+    return ErrnoStatus(errno, "opendir", shown_path);
+  }
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(dir)) {
+    std::string_view n = e->d_name;
+    if (n == "." || n == "..") continue;
+    names.emplace_back(n);
+  }
+  absl::Status result;
+  for (const auto& name : names) {
+    std::string child = absl::StrCat(shown_path, "/", name);
+    struct stat st;
+    if (::fstatat(::dirfd(dir), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      int fd = ::openat(::dirfd(dir), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) {
+        // A directory without search permission: make it ours, then retry.
+        ::fchmodat(::dirfd(dir), name.c_str(), 0700, 0);
+        fd = ::openat(::dirfd(dir), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      }
+      if (fd < 0) {
+        result.Update(ErrnoStatus(errno, "open", child));
+        continue;
+      }
+      result.Update(RemoveContentsAt(fd, child));
+      if (::unlinkat(::dirfd(dir), name.c_str(), AT_REMOVEDIR) != 0) {
+        result.Update(ErrnoStatus(errno, "rmdir", child));
+      }
+    } else if (::unlinkat(::dirfd(dir), name.c_str(), 0) != 0 && errno != ENOENT) {
+      result.Update(ErrnoStatus(errno, "unlink", child));
+    }
+  }
+  ::closedir(dir);
+  return result;
+}
+
+}  // namespace
+
+absl::Status RemoveTree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return ErrnoStatus(errno, "lstat", path);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "unlink", path);
+    return absl::OkStatus();
+  }
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "open", path);
+  absl::Status s = RemoveContentsAt(fd, path);
+  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) s.Update(ErrnoStatus(errno, "rmdir", path));
+  return s;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "open", path);
+  std::string out;
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return ErrnoStatus(err, "read", path);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+absl::Status WriteFileAtomic(const std::string& path, std::string_view data, int mode) {
+  std::string tmp = absl::StrCat(path, ".tmp");
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return ErrnoStatus(errno, "open", tmp);
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return ErrnoStatus(err, "write", tmp);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return ErrnoStatus(err, "fsync", tmp);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoStatus(err, "rename to", path);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace freeagent
