@@ -133,7 +133,8 @@ absl::StatusOr<ArchiveReader> OpenForRead(const std::string& path) {
   if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK) {
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "open archive", path);
-    return ArchiveError(a.get(), "open archive", path);
+    return absl::InvalidArgumentError(
+        absl::StrCat("archive ", path, " is not a valid tar.gz: ", archive_error_string(a.get())));
   }
   return a;
 }
@@ -248,8 +249,7 @@ absl::Status UnpackArchive(const std::string& archive_path, const std::string& d
   ArchiveWriter disk(archive_write_disk_new());
   archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
                                                  ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-                                                 ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                                                 ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+                                                 ARCHIVE_EXTRACT_SECURE_NODOTDOT);
   archive_write_disk_set_standard_lookup(disk.get());
   archive_entry* e = nullptr;
   std::vector<char> buf(1 << 16);
@@ -259,7 +259,8 @@ absl::Status UnpackArchive(const std::string& archive_path, const std::string& d
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return ArchiveError(reader->get(), "read archive", archive_path);
     std::string rel = Normalize(archive_entry_pathname(e));
     if (rel.empty()) continue;  // "./"
-    // Absolute destination paths keep extraction independent of the process's working directory.
+    // Absolute destination paths keep extraction independent of the process's working directory
+    // (CheckArchive already refused absolute entry names, so NOABSOLUTEPATHS cannot be used here).
     archive_entry_copy_pathname(e, absl::StrCat(root, "/", rel).c_str());
     if (const char* hard = archive_entry_hardlink(e); hard != nullptr) {
       archive_entry_copy_hardlink(e, absl::StrCat(root, "/", Normalize(hard)).c_str());

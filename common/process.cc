@@ -1,5 +1,6 @@
 #include "common/process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -105,7 +107,33 @@ absl::Status KillProcessGroup(pid_t pgid, int sig) {
 
 bool ProcessGroupAlive(pid_t pgid) {
   if (pgid <= 1) return false;
-  return ::kill(-pgid, 0) == 0 || errno == EPERM;
+  if (::kill(-pgid, 0) != 0 && errno != EPERM) return false;
+  // kill(0) also succeeds for zombies that nobody reaped yet; only running members count.
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return true;
+  bool alive = false;
+  while (struct dirent* e = ::readdir(proc)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::string stat_path = absl::StrCat("/proc/", e->d_name, "/stat");
+    FILE* f = ::fopen(stat_path.c_str(), "re");
+    if (f == nullptr) continue;
+    char buf[512] = {};
+    size_t n = ::fread(buf, 1, sizeof buf - 1, f);
+    ::fclose(f);
+    // Format: pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
+    std::string_view line(buf, n);
+    size_t close = line.rfind(')');
+    if (close == std::string_view::npos) continue;
+    char state = 0;
+    int ppid = 0, pgrp = 0;
+    if (std::sscanf(buf + close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3) continue;
+    if (pgrp == pgid && state != 'Z' && state != 'X') {
+      alive = true;
+      break;
+    }
+  }
+  ::closedir(proc);
+  return alive;
 }
 
 absl::StatusOr<ProcessResult> RunProcess(ProcessOptions o) {

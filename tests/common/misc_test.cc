@@ -1,0 +1,82 @@
+// sha256, filesystem helpers and the cancellation token.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "common/cancellation.h"
+#include "common/fs.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+
+namespace freeagent {
+namespace {
+
+TEST(Sha256, MatchesKnownVectors) {
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  Sha256 h;
+  h.Update("ab");
+  h.Update("c");
+  EXPECT_EQ(h.FinishHex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_TRUE(IsSha256Hex(Sha256Hex("x")));
+  EXPECT_FALSE(IsSha256Hex("ABC"));
+  EXPECT_FALSE(IsSha256Hex(std::string(64, 'g')));
+}
+
+TEST(Sha256File, HashesFileAndReportsMissing) {
+  auto dir = MakePrivateTempDir("/tmp", "fa-sha-");
+  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(WriteFileAtomic(*dir + "/f", "abc").ok());
+  auto d = Sha256File(*dir + "/f");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(*d, Sha256Hex("abc"));
+  EXPECT_EQ(Sha256File(*dir + "/missing").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(RemoveTree(*dir).ok());
+}
+
+TEST(MakePrivateTempDir, IsOwnerOnly) {
+  auto dir = MakePrivateTempDir("/tmp", "fa-priv-");
+  ASSERT_TRUE(dir.ok());
+  struct stat st;
+  ASSERT_EQ(stat(dir->c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_TRUE(RemoveTree(*dir).ok());
+}
+
+TEST(RemoveTree, DoesNotFollowSymlinks) {
+  auto outside = MakePrivateTempDir("/tmp", "fa-outside-");
+  auto dir = MakePrivateTempDir("/tmp", "fa-rm-");
+  ASSERT_TRUE(outside.ok() && dir.ok());
+  ASSERT_TRUE(WriteFileAtomic(*outside + "/keep", "x").ok());
+  ASSERT_TRUE(MakeDirs(*dir + "/a/b/c").ok());
+  ASSERT_TRUE(WriteFileAtomic(*dir + "/a/b/c/f", "y").ok());
+  ASSERT_EQ(symlink(outside->c_str(), (*dir + "/a/link").c_str()), 0);
+  ASSERT_TRUE(RemoveTree(*dir).ok());
+  EXPECT_NE(access(dir->c_str(), F_OK), 0);
+  EXPECT_EQ(access((*outside + "/keep").c_str(), F_OK), 0);
+  EXPECT_TRUE(RemoveTree(*dir).ok()) << "removing a missing tree is OK";
+  ASSERT_TRUE(RemoveTree(*outside).ok());
+}
+
+TEST(CancellationToken, WakesWaitersAndRunsCallbacksOnce) {
+  CancellationToken t;
+  int calls = 0;
+  t.OnCancel([&] { ++calls; });
+  std::thread th([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    t.Cancel("stop");
+  });
+  EXPECT_TRUE(t.WaitFor(std::chrono::seconds(5)));
+  th.join();
+  t.Cancel("again");
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(t.Reason(), "stop");
+  int late = 0;
+  t.OnCancel([&] { ++late; });
+  EXPECT_EQ(late, 1);
+  EXPECT_FALSE(CancellationToken().WaitFor(std::chrono::milliseconds(10)));
+}
+
+}  // namespace
+}  // namespace freeagent
