@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -270,6 +271,10 @@ absl::StatusOr<ProcessResult> RunProcess(ProcessOptions o) {
   KillProcessGroup(pid, SIGKILL).IgnoreError();
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  // SIGKILL is delivered asynchronously: wait (bounded) until no member of the group still runs.
+  for (int i = 0; i < 400 && ProcessGroupAlive(pid); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   // Output that arrived before the group died.
   if (out_r.get() >= 0) Drain(out_r.get(), o.on_stdout, &result.stdout_data);
