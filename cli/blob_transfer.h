@@ -1,0 +1,44 @@
+// Moving blobs between the CLI and the controller's BlobService: resumable chunked upload of a
+// local file and resumable, verified download of artifacts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "freeagent/v1/blob.grpc.pb.h"
+#include "freeagent/v1/common.pb.h"
+
+namespace freeagent::cli {
+
+inline constexpr size_t kChunkBytes = 1024 * 1024;
+
+// Uploads `path` as blob `digest` (its sha256). Stat first: an existing blob is not sent again, a
+// partial upload resumes from the size the controller kept (and restarts from 0 if the resume is
+// refused). Shows a progress line when it takes over a second.
+// Returns the stored BlobInfo.
+absl::StatusOr<freeagent::v1::BlobInfo> UploadFile(freeagent::v1::BlobService::StubInterface* blobs,
+                                                   const std::string& path,
+                                                   const std::string& digest, uint64_t size,
+                                                   bool show_progress = true);
+
+struct DownloadOptions {
+  bool force = false;          // replace an existing file whose content differs
+  bool show_progress = true;
+};
+
+// Downloads `artifact` into `dir`/<base name of artifact.name>. Bytes go to `dir`/.<name>.part
+// first (an existing one is resumed), are verified against artifact.sha256 and size, then the
+// part file is renamed into place. A file already there with the same sha256 is kept as is; one
+// with different content is FAILED_PRECONDITION unless `force`. A digest mismatch is DATA_LOSS
+// and removes the part file. Returns the final path.
+absl::StatusOr<std::string> DownloadArtifact(freeagent::v1::BlobService::StubInterface* blobs,
+                                             const freeagent::v1::ArtifactInfo& artifact,
+                                             const std::string& dir,
+                                             const DownloadOptions& options = {});
+
+// The file name an artifact is saved under: its base name, never a path that could leave the
+// download directory. INVALID_ARGUMENT for names like "", ".", "..".
+absl::StatusOr<std::string> SafeArtifactFileName(const std::string& name);
+
+}  // namespace freeagent::cli

@@ -1,0 +1,26 @@
+// Connection to a Free Agent controller for the CLI: address resolution and a channel configured
+// like every other Free Agent peer (keepalive, 8 MiB message limit).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
+namespace freeagent::cli {
+
+inline constexpr char kDefaultController[] = "127.0.0.1:7070";
+inline constexpr int kMaxMessageBytes = 8 * 1024 * 1024;
+
+// The address to dial: `flag` if set, else $FREEAGENT_CONTROLLER if set, else kDefaultController.
+std::string ResolveControllerAddress(const std::string& flag);
+
+// An insecure channel with keepalive (10 s ping, 5 s timeout, also without calls) so a dead
+// controller is noticed in seconds, and the project's 8 MiB message limit.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+
+// Applies the deadline used for unary calls (30 s): no CLI command waits forever on a lost peer.
+void SetUnaryDeadline(grpc::ClientContext* context);
+
+}  // namespace freeagent::cli

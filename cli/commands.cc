@@ -1,0 +1,281 @@
+#include "cli/commands.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include <grpcpp/client_context.h>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "cli/blob_transfer.h"
+#include "cli/client.h"
+#include "cli/follow.h"
+#include "cli/format.h"
+#include "cli/progress.h"
+#include "common/archive.h"
+#include "common/clock.h"
+#include "common/fs.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "freeagent/v1/blob.grpc.pb.h"
+#include "freeagent/v1/build.grpc.pb.h"
+#include "freeagent/v1/fleet.grpc.pb.h"
+#include "proto/grpc_status.h"
+
+namespace freeagent::cli {
+namespace {
+
+using freeagent::v1::BlobService;
+using freeagent::v1::Build;
+using freeagent::v1::BuildService;
+using freeagent::v1::FleetService;
+
+void Out(const std::string& text) {
+  std::fputs(text.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+void Err(const std::string& line) {
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+absl::Status FromGrpc(const grpc::Status& status) { return freeagent::proto::FromGrpcStatus(status); }
+
+absl::StatusOr<Build> GetBuild(BuildService::Stub* builds, const std::string& id) {
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  freeagent::v1::GetBuildRequest request;
+  request.set_id(id);
+  Build build;
+  RETURN_IF_ERROR(FromGrpc(builds->Get(&context, request, &build)));
+  return build;
+}
+
+// A temp file for the source archive, removed when the command ends.
+class TempFile {
+ public:
+  static absl::StatusOr<TempFile> Create(const std::string& prefix, const std::string& suffix) {
+    const char* tmpdir = std::getenv("TMPDIR");
+    std::string path = absl::StrCat(tmpdir != nullptr && tmpdir[0] != '\0' ? tmpdir : "/tmp", "/",
+                                    prefix, "XXXXXX", suffix);
+    int fd = mkstemps(path.data(), static_cast<int>(suffix.size()));
+    if (fd < 0) return ErrnoStatus(errno, "mkstemps", path);
+    close(fd);
+    return TempFile(path);
+  }
+  TempFile(TempFile&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  TempFile& operator=(TempFile&&) = delete;
+  ~TempFile() {
+    if (!path_.empty()) unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit TempFile(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+// Packs, hashes and uploads the project; returns the source digest.
+absl::StatusOr<std::string> UploadSource(BlobService::Stub* blobs, const std::string& dir) {
+  PackOptions pack;
+  ASSIGN_OR_RETURN(pack.exclude_globs, ReadIgnoreFile(dir));
+  ASSIGN_OR_RETURN(TempFile archive, TempFile::Create("freeagent-source-", ".tar.gz"));
+  ASSIGN_OR_RETURN(PackStats stats, PackDirectory(dir, archive.path(), pack));
+  ASSIGN_OR_RETURN(std::string digest, Sha256File(archive.path()));
+  struct stat st;
+  if (stat(archive.path().c_str(), &st) != 0) return ErrnoStatus(errno, "stat", archive.path());
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  Err(absl::StrCat("==> packed ", stats.files, " files (", HumanBytes(stats.bytes_in), ") into ",
+                   HumanBytes(size), ", sha256 ", digest.substr(0, 12)));
+  RETURN_IF_ERROR(UploadFile(blobs, archive.path(), digest, size).status());
+  return digest;
+}
+
+absl::Status DownloadAll(BlobService::Stub* blobs, const Build& build, const std::string& dir,
+                         bool force, bool json) {
+  if (build.artifacts_size() == 0) {
+    Err(absl::StrCat("==> build ", build.id(), " has no artifacts"));
+    return absl::OkStatus();
+  }
+  DownloadOptions options;
+  options.force = force;
+  for (const auto& artifact : build.artifacts()) {
+    ASSIGN_OR_RETURN(std::string path, DownloadArtifact(blobs, artifact, dir, options));
+    if (json) {
+      Out(ToJson(artifact) + "\n");
+    } else {
+      Out(absl::StrCat(artifact.sha256(), "  ", path, "\n"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<int> Commands::Submit(const SubmitOptions& options) {
+  ASSIGN_OR_RETURN(freeagent::v1::JobSpec spec, LoadProjectSpec(options.dir));
+  RETURN_IF_ERROR(ApplyOverrides(options.overrides, &spec));
+
+  auto blobs = BlobService::NewStub(channel_);
+  auto builds = BuildService::NewStub(channel_);
+  ASSIGN_OR_RETURN(std::string digest, UploadSource(blobs.get(), options.dir));
+  spec.set_source_digest(digest);
+
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  freeagent::v1::SubmitRequest request;
+  *request.mutable_spec() = spec;
+  Build build;
+  RETURN_IF_ERROR(FromGrpc(builds->Submit(&context, request, &build)));
+
+  bool wait = options.follow || !options.download_dir.empty();
+  if (!wait) {
+    Out(options.json ? ToJson(build) + "\n" : build.id() + "\n");
+    return kExitOk;
+  }
+  if (options.follow) {
+    // stdout carries the log bytes only, so the id goes to stderr.
+    Err(absl::StrCat("==> build ", build.id(), " submitted (", spec.name(), ")"));
+  } else {
+    Out(build.id() + "\n");
+  }
+
+  FollowOptions follow;
+  follow.log = options.follow;
+  follow.status = options.follow;
+  follow.json = options.follow && options.json;
+  ASSIGN_OR_RETURN(Build final_build, FollowBuild(builds.get(), build.id(), follow));
+  if (!options.follow && final_build.state() != freeagent::v1::JOB_STATE_SUCCEEDED) {
+    Err(StatusLine(final_build));
+  }
+  if (!options.download_dir.empty()) {
+    RETURN_IF_ERROR(DownloadAll(blobs.get(), final_build, options.download_dir, options.force,
+                                /*json=*/false));
+  }
+  return final_build.state() == freeagent::v1::JOB_STATE_SUCCEEDED ? kExitOk : kExitBuildFailed;
+}
+
+absl::StatusOr<int> Commands::Watch(const std::string& id, bool json) {
+  auto builds = BuildService::NewStub(channel_);
+  FollowOptions follow;
+  follow.json = json;
+  ASSIGN_OR_RETURN(Build build, FollowBuild(builds.get(), id, follow));
+  return build.state() == freeagent::v1::JOB_STATE_SUCCEEDED ? kExitOk : kExitBuildFailed;
+}
+
+absl::StatusOr<int> Commands::Logs(const std::string& id, bool follow_live) {
+  auto builds = BuildService::NewStub(channel_);
+  FollowOptions follow;
+  follow.status = false;
+  if (!follow_live) {
+    ASSIGN_OR_RETURN(Build build, GetBuild(builds.get(), id));
+    follow.stop_at_log_size = static_cast<int64_t>(build.log_size());
+    follow.stop_attempt = build.attempt();
+  }
+  RETURN_IF_ERROR(FollowBuild(builds.get(), id, follow).status());
+  return kExitOk;
+}
+
+absl::StatusOr<int> Commands::Show(const std::string& id, bool json) {
+  auto builds = BuildService::NewStub(channel_);
+  ASSIGN_OR_RETURN(Build build, GetBuild(builds.get(), id));
+  Out(json ? ToJson(build) + "\n" : FormatBuildDetails(build));
+  return kExitOk;
+}
+
+absl::StatusOr<int> Commands::List(const std::vector<std::string>& states, uint32_t limit,
+                                   bool json) {
+  auto builds = BuildService::NewStub(channel_);
+  freeagent::v1::ListBuildsRequest request;
+  for (const std::string& s : states) {
+    ASSIGN_OR_RETURN(freeagent::v1::JobState state, ParseState(s));
+    request.add_states(state);
+  }
+  request.set_page_size(limit);
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  freeagent::v1::ListBuildsResponse response;
+  RETURN_IF_ERROR(FromGrpc(builds->List(&context, request, &response)));
+  if (json) {
+    Out(ToJson(response) + "\n");
+  } else {
+    Out(FormatBuildTable({response.builds().begin(), response.builds().end()}));
+  }
+  return kExitOk;
+}
+
+absl::StatusOr<int> Commands::Cancel(const std::string& id, const std::string& reason, bool json) {
+  auto builds = BuildService::NewStub(channel_);
+  freeagent::v1::CancelBuildRequest request;
+  request.set_id(id);
+  request.set_reason(reason);
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  Build build;
+  RETURN_IF_ERROR(FromGrpc(builds->Cancel(&context, request, &build)));
+  Out(json ? ToJson(build) + "\n" : absl::StrCat(build.id(), " ", StateName(build.state()), "\n"));
+  return kExitOk;
+}
+
+absl::StatusOr<int> Commands::Artifacts(const std::string& id, const std::string& dir, bool force,
+                                        bool json) {
+  auto builds = BuildService::NewStub(channel_);
+  auto blobs = BlobService::NewStub(channel_);
+  ASSIGN_OR_RETURN(Build build, GetBuild(builds.get(), id));
+  RETURN_IF_ERROR(DownloadAll(blobs.get(), build, dir, force, json));
+  return kExitOk;
+}
+
+absl::StatusOr<int> Commands::Workers(bool json) {
+  auto fleet = FleetService::NewStub(channel_);
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  freeagent::v1::ListWorkersResponse response;
+  RETURN_IF_ERROR(FromGrpc(fleet->ListWorkers(&context, {}, &response)));
+  if (json) {
+    Out(ToJson(response) + "\n");
+  } else {
+    Out(FormatWorkerTable({response.workers().begin(), response.workers().end()}, UnixMillis()));
+  }
+  return kExitOk;
+}
+
+absl::StatusOr<int> Commands::Drain(const std::string& worker, uint32_t timeout_seconds,
+                                    bool json) {
+  auto fleet = FleetService::NewStub(channel_);
+  // Accept a worker's name as well as its id, as long as the name is unambiguous.
+  std::string worker_id = worker;
+  {
+    grpc::ClientContext context;
+    SetUnaryDeadline(&context);
+    freeagent::v1::ListWorkersResponse response;
+    RETURN_IF_ERROR(FromGrpc(fleet->ListWorkers(&context, {}, &response)));
+    int by_id = 0, by_name = 0;
+    std::string named;
+    for (const auto& w : response.workers()) {
+      if (w.id() == worker) ++by_id;
+      if (w.name() == worker) {
+        ++by_name;
+        named = w.id();
+      }
+    }
+    if (by_id == 0 && by_name == 1) worker_id = named;
+  }
+  freeagent::v1::DrainRequest request;
+  request.set_worker_id(worker_id);
+  request.set_timeout_seconds(timeout_seconds);
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  freeagent::v1::WorkerInfo info;
+  RETURN_IF_ERROR(FromGrpc(fleet->Drain(&context, request, &info)));
+  Out(json ? ToJson(info) + "\n"
+           : absl::StrCat(info.id(), " ", WorkerStateName(info.state()), " (", info.slots_used(),
+                          " running)\n"));
+  return kExitOk;
+}
+
+}  // namespace freeagent::cli

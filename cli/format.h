@@ -1,0 +1,54 @@
+// Human-readable and JSON renderings of builds and workers for the CLI.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <google/protobuf/message.h>
+
+#include "absl/status/statusor.h"
+#include "freeagent/v1/build.pb.h"
+#include "freeagent/v1/fleet.pb.h"
+
+namespace freeagent::cli {
+
+// "RUNNING", "SUCCEEDED", ... (the enum name without its prefix).
+std::string StateName(freeagent::v1::JobState state);
+// "PROVISIONING_VM", ...; "" for PHASE_UNSPECIFIED.
+std::string PhaseName(freeagent::v1::Phase phase);
+std::string WorkerStateName(freeagent::v1::WorkerState state);
+
+// Parses "running", "RUNNING" or "JOB_STATE_RUNNING". INVALID_ARGUMENT listing the choices.
+absl::StatusOr<freeagent::v1::JobState> ParseState(const std::string& text);
+
+bool IsTerminal(freeagent::v1::JobState state);
+
+// "850ms", "12.3s", "4m05s", "2h03m".
+std::string FormatDuration(int64_t millis);
+
+// The one-line status shown while following a build, e.g. "==> RUNNING step 1/2 build",
+// "==> FAILED: step build exited with 2".
+std::string StatusLine(const freeagent::v1::Build& build);
+
+// Prints a status line only when what it says changes.
+class StatusLineTracker {
+ public:
+  // Returns the line to print for `build`, or "" if nothing visible changed.
+  std::string Next(const freeagent::v1::Build& build);
+
+ private:
+  std::string last_;
+};
+
+// `show`: state, worker, attempts, timings, phases with durations, artifacts, events.
+std::string FormatBuildDetails(const freeagent::v1::Build& build);
+// `list`: one line per build under a header.
+std::string FormatBuildTable(const std::vector<freeagent::v1::Build>& builds);
+// `workers`: one line per worker under a header.
+std::string FormatWorkerTable(const std::vector<freeagent::v1::WorkerInfo>& workers,
+                              int64_t now_unix_ms);
+
+// One line of JSON (proto3 JSON mapping, original field names).
+std::string ToJson(const google::protobuf::Message& message);
+
+}  // namespace freeagent::cli
