@@ -1,0 +1,77 @@
+// Content-addressed blob storage on disk: <dir>/<first 2 hex>/<sha256>. Uploads go to
+// <dir>/partial/<sha256>, are verified against the digest and only then renamed into place, so a
+// stored blob always matches its name. A partial upload is kept for resuming from its size.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/sha256.h"
+#include "freeagent/v1/blob.pb.h"
+
+namespace freeagent::controller {
+
+class BlobStore;
+
+// One upload in progress. Not thread-safe (one per stream); releases its claim on destruction.
+class BlobWriter {
+ public:
+  ~BlobWriter();
+  BlobWriter(const BlobWriter&) = delete;
+  BlobWriter& operator=(const BlobWriter&) = delete;
+
+  // Appends the next chunk. INVALID_ARGUMENT when it goes past the announced size.
+  absl::Status Write(std::string_view data);
+  // Verifies size and digest and stores the blob. DATA_LOSS on a digest mismatch (the partial is
+  // removed, nothing is stored); FAILED_PRECONDITION when fewer bytes than announced arrived (the
+  // partial is kept for a resume).
+  absl::StatusOr<v1::BlobInfo> Finish();
+
+ private:
+  friend class BlobStore;
+  BlobWriter(BlobStore* store, std::string digest, uint64_t size) : store_(store), digest_(std::move(digest)), size_(size) {}
+
+  BlobStore* store_;
+  std::string digest_;
+  uint64_t size_;
+  uint64_t received_ = 0;  // bytes of the blob so far, including a resumed prefix
+  bool discard_ = false;   // the blob exists already: take the bytes, store nothing
+  int fd_ = -1;
+  Sha256 hash_;
+};
+
+class BlobStore {
+ public:
+  explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
+
+  absl::Status Init();
+
+  // INVALID_ARGUMENT "<field> is not a sha256 hex digest" unless 64 lowercase hex characters.
+  static absl::Status ValidateDigest(std::string_view digest, std::string_view field = "digest");
+
+  absl::StatusOr<v1::BlobInfo> Stat(const std::string& digest);
+  bool Exists(const std::string& digest);
+
+  // Starts (offset 0) or resumes (offset = partial size) an upload. FAILED_PRECONDITION when the
+  // offset does not match the partial, ABORTED when another upload of the digest is running.
+  absl::StatusOr<std::unique_ptr<BlobWriter>> BeginUpload(const v1::UploadHeader& header);
+
+  std::string PathFor(const std::string& digest) const;
+  std::string PartialPathFor(const std::string& digest) const;
+
+ private:
+  friend class BlobWriter;
+  void EndUpload(const std::string& digest);
+
+  const std::string dir_;
+  std::mutex mu_;
+  std::set<std::string> uploading_;
+};
+
+}  // namespace freeagent::controller

@@ -1,0 +1,80 @@
+// Durable per-attempt build logs: one append-only file per (job, attempt) under <data-dir>/logs.
+// Bytes are written at once and made durable by a background thread that coalesces fdatasync calls;
+// the committed offset of an attempt is the durable size of its file. Watchers read the files.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace freeagent::controller {
+
+class LogStore {
+ public:
+  // Called (from the sync thread, with no lock held) once the attempt's bytes up to `committed` are
+  // durable. Only the latest callback registered for an attempt is kept: acks are cumulative.
+  using CommitCallback = std::function<void(uint64_t committed)>;
+
+  struct AppendResult {
+    uint64_t written = 0;     // bytes in the file (durable or not)
+    uint64_t committed = 0;   // durable bytes
+    bool pending = false;     // a sync will run the callback; otherwise ack `committed` now
+    bool gap = false;         // the chunk started beyond `written` and was ignored
+  };
+
+  struct Sizes {
+    uint64_t written = 0;
+    uint64_t committed = 0;
+  };
+
+  explicit LogStore(std::string dir);
+  ~LogStore();
+  LogStore(const LogStore&) = delete;
+  LogStore& operator=(const LogStore&) = delete;
+
+  // Creates the directory and starts the sync thread.
+  absl::Status Start();
+  // Syncs what is pending and stops the sync thread.
+  void Stop();
+
+  // Appends `data` that starts at byte `offset` of the attempt's log. Bytes below the current size are
+  // duplicates and dropped; a chunk starting past the end (a gap) is ignored. Thread-safe.
+  absl::StatusOr<AppendResult> Append(const std::string& job_id, uint32_t attempt, uint64_t offset,
+                                      std::string_view data, CommitCallback on_commit);
+
+  // Sizes of an attempt's log (0/0 when it has none). Thread-safe.
+  Sizes GetSizes(const std::string& job_id, uint32_t attempt);
+
+  // Closes the attempt's file once nothing is pending for it.
+  void Release(const std::string& job_id, uint32_t attempt);
+
+  std::string PathFor(const std::string& job_id, uint32_t attempt) const;
+
+ private:
+  struct File;
+  using Key = std::pair<std::string, uint32_t>;
+
+  absl::StatusOr<std::shared_ptr<File>> OpenLocked(const Key& key);
+  void SyncLoop();
+
+  const std::string dir_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<Key, std::shared_ptr<File>> files_;
+  std::set<Key> dirty_;
+  bool stop_ = false;
+  std::thread sync_thread_;
+};
+
+}  // namespace freeagent::controller
