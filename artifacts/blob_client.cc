@@ -1,0 +1,162 @@
+#include "artifacts/blob_client.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <mutex>
+
+#include <grpcpp/client_context.h>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "common/fs.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "proto/grpc_status.h"
+
+namespace freeagent::artifacts {
+
+namespace v1 = ::freeagent::v1;
+
+namespace {
+
+// Ties a cancellation token to a gRPC call for the call's lifetime: cancel -> TryCancel, and nothing
+// touches the context once the call is over (the token may outlive it and fire later).
+class CallCancel {
+ public:
+  CallCancel(const CancellationToken& cancel, grpc::ClientContext* ctx) : state_(std::make_shared<State>()) {
+    state_->ctx = ctx;
+    cancel.OnCancel([state = state_] {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (state->ctx != nullptr) state->ctx->TryCancel();
+    });
+  }
+  ~CallCancel() {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->ctx = nullptr;
+  }
+
+ private:
+  struct State {
+    std::mutex mu;
+    grpc::ClientContext* ctx = nullptr;
+  };
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace
+
+GrpcBlobClient::GrpcBlobClient(std::shared_ptr<grpc::Channel> channel)
+    : stub_(v1::BlobService::NewStub(std::move(channel))) {}
+
+absl::Status GrpcBlobClient::UploadFile(const std::string& local_path, const std::string& digest, uint64_t size,
+                                        const CancellationToken& cancel) {
+  uint64_t offset = 0;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::StatRequest req;
+    req.set_digest(digest);
+    v1::BlobInfo info;
+    grpc::Status s = stub_->Stat(&ctx, req, &info);
+    if (!s.ok()) return proto::FromGrpcStatus(s);
+    if (info.exists()) return absl::OkStatus();
+    if (info.partial_size() <= size) offset = info.partial_size();
+  }
+  int fd = ::open(local_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "open", local_path);
+  absl::Cleanup close_fd = [&] { ::close(fd); };
+  if (offset > 0 && ::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) return ErrnoStatus(errno, "seek", local_path);
+
+  grpc::ClientContext ctx;
+  CallCancel bind(cancel, &ctx);
+  v1::BlobInfo reply;
+  std::unique_ptr<grpc::ClientWriter<v1::UploadRequest>> writer = stub_->Upload(&ctx, &reply);
+  v1::UploadRequest header;
+  header.mutable_header()->set_digest(digest);
+  header.mutable_header()->set_size(size);
+  header.mutable_header()->set_offset(offset);
+  bool ok = writer->Write(header);
+  std::string buf(kBlobChunkBytes, '\0');
+  v1::UploadRequest chunk;
+  while (ok) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ctx.TryCancel();
+      writer->Finish().ok();
+      return ErrnoStatus(err, "read", local_path);
+    }
+    if (n == 0) break;
+    chunk.set_data(buf.data(), static_cast<size_t>(n));
+    ok = writer->Write(chunk);
+  }
+  if (ok) writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (cancel.IsCancelled()) return absl::CancelledError(cancel.Reason());
+  if (!s.ok()) return proto::FromGrpcStatus(s);
+  if (reply.digest() != digest || reply.size() != size) {
+    return absl::DataLossError(absl::StrCat("blob store answered ", reply.digest(), "/", reply.size(),
+                                            " for upload of ", digest, "/", size));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<vm::TransferResult> GrpcBlobClient::DownloadFile(const std::string& digest,
+                                                                const std::string& local_path,
+                                                                const CancellationToken& cancel) {
+  int fd = ::open(local_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus(errno, "create", local_path);
+  bool keep = false;
+  absl::Cleanup close_fd = [&] {
+    ::close(fd);
+    if (!keep) ::unlink(local_path.c_str());
+  };
+  grpc::ClientContext ctx;
+  CallCancel bind(cancel, &ctx);
+  v1::DownloadRequest req;
+  req.set_digest(digest);
+  std::unique_ptr<grpc::ClientReader<v1::DownloadChunk>> reader = stub_->Download(&ctx, req);
+  v1::DownloadChunk chunk;
+  Sha256 hash;
+  vm::TransferResult result;
+  absl::Status write_error;
+  while (reader->Read(&chunk)) {
+    if (chunk.offset() != result.size) {
+      write_error = absl::DataLossError(absl::StrCat("blob ", digest, ": chunk at offset ", chunk.offset(),
+                                                     ", expected ", result.size));
+      ctx.TryCancel();
+      break;
+    }
+    const std::string& d = chunk.data();
+    hash.Update(d);
+    for (size_t off = 0; off < d.size();) {
+      ssize_t w = ::write(fd, d.data() + off, d.size() - off);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        write_error = ErrnoStatus(errno, "write", local_path);
+        break;
+      }
+      off += static_cast<size_t>(w);
+    }
+    if (!write_error.ok()) {
+      ctx.TryCancel();
+      break;
+    }
+    result.size += d.size();
+  }
+  grpc::Status s = reader->Finish();
+  if (!write_error.ok()) return write_error;
+  if (cancel.IsCancelled()) return absl::CancelledError(cancel.Reason());
+  if (!s.ok()) return proto::FromGrpcStatus(s);
+  result.sha256 = hash.FinishHex();
+  if (result.sha256 != digest) {
+    return absl::DataLossError(absl::StrCat("blob ", digest, " arrived with sha256 ", result.sha256));
+  }
+  keep = true;
+  return result;
+}
+
+}  // namespace freeagent::artifacts

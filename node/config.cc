@@ -1,0 +1,126 @@
+#include "node/config.h"
+
+#include <unistd.h>
+
+#include <random>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "common/fs.h"
+#include "common/status_macros.h"
+
+namespace freeagent::node {
+namespace {
+
+const std::vector<std::string> kKnownKeys = {"controller", "name",    "id",    "labels",
+                                             "slots",      "work_dir", "driver", "heartbeat_interval_ms"};
+
+absl::Status ParseLabel(const std::string& kv, const std::string& source, std::map<std::string, std::string>* out) {
+  size_t eq = kv.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": label \"", kv, "\" is not key=value"));
+  }
+  (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
+  return absl::OkStatus();
+}
+
+std::string HostName() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "worker";
+  return buf;
+}
+
+absl::StatusOr<std::string> LoadOrMakeId(const std::string& work_dir) {
+  std::string path = work_dir + "/worker-id";
+  absl::StatusOr<std::string> existing = ReadFile(path);
+  if (existing.ok()) {
+    std::string id = *existing;
+    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+    if (!id.empty()) return id;
+  } else if (!absl::IsNotFound(existing.status())) {
+    return existing.status();
+  }
+  std::random_device rd;
+  std::string id = "w-";
+  static const char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 12; ++i) id += kHex[rd() % 16];
+  RETURN_IF_ERROR(WriteFileAtomic(path, id + "\n", 0644));
+  return id;
+}
+
+}  // namespace
+
+void AddWorkerFlags(CLI::App& app, WorkerFlags* f) {
+  app.add_option("--config", f->config, "TOML config file");
+  app.add_option("--controller", f->controller, "controller address host:port (default 127.0.0.1:7070)");
+  app.add_option("--name", f->name, "display name (default: host name)");
+  app.add_option("--id", f->id, "stable worker id (default: generated and kept in the work dir)");
+  app.add_option("--label", f->labels, "label k=v (repeatable)");
+  app.add_option("--slots", f->slots, "concurrent jobs (default 2)");
+  app.add_option("--work-dir", f->work_dir, "work directory (default ./.freeagent-worker)");
+  app.add_option("--driver", f->driver, "VM driver: local");
+  app.add_option("--heartbeat-interval-ms", f->heartbeat_interval_ms,
+                 "heartbeat interval (default: what the controller says)");
+}
+
+absl::Status ApplyWorkerToml(const std::string& text, const std::string& source, WorkerConfig* config) {
+  ASSIGN_OR_RETURN(toml::table table, ParseToml(text, source));
+  ConfigReader r(table, source);
+  RETURN_IF_ERROR(r.RejectUnknown("", kKnownKeys));
+  RETURN_IF_ERROR(r.Get("controller", &config->controller));
+  RETURN_IF_ERROR(r.Get("name", &config->name));
+  RETURN_IF_ERROR(r.Get("id", &config->id));
+  RETURN_IF_ERROR(r.Get("labels", &config->labels));
+  RETURN_IF_ERROR(r.Get("slots", &config->slots));
+  RETURN_IF_ERROR(r.Get("work_dir", &config->work_dir));
+  RETURN_IF_ERROR(r.Get("driver", &config->driver));
+  RETURN_IF_ERROR(r.Get("heartbeat_interval_ms", &config->heartbeat_interval_ms));
+  return ValidateWorkerConfig(*config, source);
+}
+
+absl::Status ValidateWorkerConfig(const WorkerConfig& c, const std::string& source) {
+  if (c.controller.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": key controller: empty"));
+  if (c.slots < 1 || c.slots > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": key slots: must be 1..64, got ", c.slots));
+  }
+  if (c.driver != "local") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": key driver: unknown driver \"", c.driver, "\" (available: local)"));
+  }
+  if (c.work_dir.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": key work_dir: empty"));
+  for (const auto& [k, v] : c.labels) {
+    if (k.empty() || k.find('=') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": key labels: bad label name \"", k, "\""));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WorkerConfig> BuildWorkerConfig(const WorkerFlags& flags) {
+  WorkerConfig config;
+  if (flags.config) {
+    ASSIGN_OR_RETURN(std::string text, ReadFile(*flags.config));
+    RETURN_IF_ERROR(ApplyWorkerToml(text, *flags.config, &config));
+  }
+  if (flags.controller) config.controller = *flags.controller;
+  if (flags.name) config.name = *flags.name;
+  if (flags.id) config.id = *flags.id;
+  for (const std::string& kv : flags.labels) RETURN_IF_ERROR(ParseLabel(kv, "--label", &config.labels));
+  if (flags.slots) config.slots = *flags.slots;
+  if (flags.work_dir) config.work_dir = *flags.work_dir;
+  if (flags.driver) config.driver = *flags.driver;
+  if (flags.heartbeat_interval_ms) config.heartbeat_interval_ms = *flags.heartbeat_interval_ms;
+  RETURN_IF_ERROR(ValidateWorkerConfig(config, "command line"));
+  if (config.name.empty()) config.name = HostName();
+  config.labels.emplace("os", "linux");
+  config.labels.emplace("arch", "x86_64");
+  RETURN_IF_ERROR(MakeDirs(config.work_dir, 0700));
+  if (config.id.empty()) {
+    ASSIGN_OR_RETURN(config.id, LoadOrMakeId(config.work_dir));
+  }
+  return config;
+}
+
+}  // namespace freeagent::node

@@ -1,0 +1,57 @@
+// Worker configuration: a TOML file plus command-line flags (flags win). Every error names the file,
+// the key and the reason, so a bad config fails at start-up, not in the middle of a job.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace CLI {
+class App;
+}
+
+namespace freeagent::node {
+
+struct WorkerConfig {
+  std::string controller = "127.0.0.1:7070";
+  std::string name;                           // default: host name
+  std::string id;                             // default: generated once, kept in work_dir/worker-id
+  std::map<std::string, std::string> labels;  // os/arch added unless configured
+  uint32_t slots = 2;
+  std::string work_dir = "./.freeagent-worker";
+  std::string driver = "local";
+  uint32_t heartbeat_interval_ms = 0;         // 0 = what the controller's Welcome says
+};
+
+// Flags as given; an empty optional means "not on the command line".
+struct WorkerFlags {
+  std::optional<std::string> config;
+  std::optional<std::string> controller;
+  std::optional<std::string> name;
+  std::optional<std::string> id;
+  std::vector<std::string> labels;  // "k=v"
+  std::optional<uint32_t> slots;
+  std::optional<std::string> work_dir;
+  std::optional<std::string> driver;
+  std::optional<uint32_t> heartbeat_interval_ms;
+};
+
+// Registers the worker's flags on `app`, writing into `flags`.
+void AddWorkerFlags(CLI::App& app, WorkerFlags* flags);
+
+// Applies the TOML text `text` (named `source` in errors) to `config`. Unknown keys, wrong types and
+// syntax errors are INVALID_ARGUMENT naming source, key/line and reason.
+absl::Status ApplyWorkerToml(const std::string& text, const std::string& source, WorkerConfig* config);
+
+// Defaults <- config file (if any) <- flags, then validation and defaults that need the host (name, id,
+// os/arch labels). Creates the work dir.
+absl::StatusOr<WorkerConfig> BuildWorkerConfig(const WorkerFlags& flags);
+
+// Checks values (slots >= 1, known driver, non-empty controller, label syntax).
+absl::Status ValidateWorkerConfig(const WorkerConfig& config, const std::string& source);
+
+}  // namespace freeagent::node

@@ -1,0 +1,286 @@
+#include "node/connection.h"
+
+#include <random>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+
+namespace freeagent::node {
+
+namespace v1 = ::freeagent::v1;
+
+namespace {
+constexpr int kMaxMessageBytes = 8 * 1024 * 1024;
+}
+
+std::shared_ptr<grpc::Channel> MakeControllerChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  // Our own loop backs off between streams; keep the channel's reconnects quick behind it.
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+// One Connect call. Holds: one for the call as a whole (released when reading ends) and one per write,
+// because writes are started from outside reactions too. Deleted in OnDone.
+class ControllerConnection::Stream : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::ControllerMessage> {
+ public:
+  explicit Stream(ControllerConnection* conn) : conn_(conn) {}
+
+  void Begin(v1::WorkerMessage hello) {
+    AddHold();  // the call's own hold, released in OnReadDone(false)
+    conn_->stub_->async()->Connect(&context, this);
+    StartRead(&read_msg_);
+    writing = true;
+    write_msg = std::move(hello);
+    AddHold();
+    StartWrite(&write_msg);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      conn_->OnBroken(this);
+      RemoveHold();
+      return;
+    }
+    conn_->OnRead(this, read_msg_);
+    StartRead(&read_msg_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    conn_->OnWriteDone(this, ok);
+    RemoveHold();
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    conn_->OnStreamDone(this, status);
+    delete this;
+  }
+
+  grpc::ClientContext context;
+  // Guarded by conn_->mu_.
+  bool writing = false;
+  bool broken = false;
+  v1::WorkerMessage write_msg;  // untouched while a write is in flight
+
+ private:
+  ControllerConnection* conn_;
+  v1::ControllerMessage read_msg_;
+};
+
+ControllerConnection::ControllerConnection(std::shared_ptr<grpc::Channel> channel, ConnectionHandler* handler,
+                                           ConnectionOptions options)
+    : channel_(std::move(channel)),
+      stub_(v1::WorkerService::NewStub(channel_)),
+      handler_(handler),
+      options_(options) {
+  if (options_.heartbeat_interval.count() > 0) heartbeat_interval_ = options_.heartbeat_interval;
+}
+
+ControllerConnection::~ControllerConnection() { Stop(); }
+
+void ControllerConnection::Start() {
+  connect_thread_ = std::thread([this] { ConnectLoop(); });
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+void ControllerConnection::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !connect_thread_.joinable()) return;
+    stopping_ = true;
+    if (stream_ != nullptr) stream_->context.TryCancel();
+    cv_.notify_all();
+  }
+  if (connect_thread_.joinable()) connect_thread_.join();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+}
+
+bool ControllerConnection::connected() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return live_;
+}
+
+uint64_t ControllerConnection::welcomes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return welcomes_;
+}
+
+bool ControllerConnection::Send(v1::WorkerMessage message) {
+  size_t size = message.ByteSizeLong();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    // A message bigger than the bound still goes, alone, so one huge message cannot wedge a sender.
+    cv_.wait(lock, [&] {
+      return stopping_ || !live_ || bulk_bytes_ == 0 || bulk_bytes_ + size <= options_.max_bulk_bytes;
+    });
+    if (stopping_ || !live_) return false;
+    bulk_bytes_ += size;
+    bulk_.push_back(std::move(message));
+  }
+  MaybeWrite();
+  return true;
+}
+
+bool ControllerConnection::SendPriority(v1::WorkerMessage message) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ || !live_) return false;
+    priority_.push_back(std::move(message));
+  }
+  MaybeWrite();
+  return true;
+}
+
+void ControllerConnection::MaybeWrite() {
+  Stream* stream = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stream = stream_;
+    if (stream == nullptr || stream->broken || stream->writing || !live_) return;
+    if (!priority_.empty()) {
+      stream->write_msg = std::move(priority_.front());
+      priority_.pop_front();
+    } else if (!bulk_.empty()) {
+      bulk_bytes_ -= std::min(bulk_bytes_, bulk_.front().ByteSizeLong());
+      stream->write_msg = std::move(bulk_.front());
+      bulk_.pop_front();
+      cv_.notify_all();
+    } else {
+      return;
+    }
+    stream->writing = true;
+    // The hold keeps the call (and `stream`) alive until OnWriteDone, even if reading ends meanwhile.
+    stream->AddHold();
+  }
+  // Outside the lock: gRPC may run reactions on this thread.
+  stream->StartWrite(&stream->write_msg);
+}
+
+void ControllerConnection::OnWriteDone(Stream* stream, bool ok) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stream->writing = false;
+    if (!ok && !stream->broken) {
+      // The stream is gone; make the read side notice so the call ends.
+      stream->context.TryCancel();
+    }
+  }
+  if (ok) MaybeWrite();
+}
+
+void ControllerConnection::OnRead(Stream* stream, const v1::ControllerMessage& message) {
+  if (message.has_welcome()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stream_ == stream) {
+      live_ = true;
+      ++welcomes_;
+      if (options_.heartbeat_interval.count() == 0 && message.welcome().heartbeat_interval_ms() > 0) {
+        heartbeat_interval_ = std::chrono::milliseconds(message.welcome().heartbeat_interval_ms());
+      }
+      cv_.notify_all();
+    }
+  }
+  handler_->OnMessage(message);
+}
+
+void ControllerConnection::OnBroken(Stream* stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stream->broken = true;
+  if (stream_ == stream) {
+    live_ = false;
+    // What was queued for this stream is restated by the next Hello / rewind / result resend.
+    priority_.clear();
+    bulk_.clear();
+    bulk_bytes_ = 0;
+  }
+  cv_.notify_all();
+}
+
+void ControllerConnection::OnStreamDone(Stream* stream, const grpc::Status& status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!stopping_) {
+    spdlog::warn("controller stream ended: {} ({})", status.error_message(), static_cast<int>(status.error_code()));
+  }
+  if (stream_ == stream) {
+    stream_ = nullptr;
+    live_ = false;
+  }
+  cv_.notify_all();
+}
+
+void ControllerConnection::ConnectLoop() {
+  std::mt19937_64 rng(std::random_device{}());
+  std::chrono::milliseconds backoff = options_.initial_backoff;
+  for (;;) {
+    uint64_t welcomes_before;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) break;
+      welcomes_before = welcomes_;
+    }
+    v1::WorkerMessage hello;
+    *hello.mutable_hello() = handler_->MakeHello();
+    Stream* stream = new Stream(this);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) {
+        delete stream;
+        break;
+      }
+      stream_ = stream;
+      live_ = false;
+      priority_.clear();
+      bulk_.clear();
+      bulk_bytes_ = 0;
+    }
+    stream->Begin(std::move(hello));
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stream_ != stream; });
+      if (stopping_) break;
+      if (welcomes_ != welcomes_before) backoff = options_.initial_backoff;
+    }
+    // Full jitter in [backoff/2, backoff], so a restarted controller is not hit by every worker at once.
+    std::uniform_int_distribution<int64_t> dist(backoff.count() / 2, backoff.count());
+    std::chrono::milliseconds wait(dist(rng));
+    spdlog::info("reconnecting to the controller in {} ms", wait.count());
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, wait, [&] { return stopping_; });
+      if (stopping_) break;
+    }
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+  // Wait for a stream cancelled by Stop() to finish before the connection can be destroyed.
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return stream_ == nullptr; });
+}
+
+void ControllerConnection::HeartbeatLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, heartbeat_interval_, [&] { return stopping_; });
+    if (stopping_) break;
+    if (!live_) continue;
+    lock.unlock();
+    v1::WorkerMessage msg;
+    msg.mutable_heartbeat()->set_sent_unix_ms(UnixMillis());
+    msg.mutable_heartbeat()->set_slots_used(handler_->SlotsUsed());
+    SendPriority(std::move(msg));
+    lock.lock();
+  }
+}
+
+}  // namespace freeagent::node

@@ -1,0 +1,325 @@
+#include "node/job_runner.h"
+
+#include <thread>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "artifacts/collector.h"
+#include "common/archive.h"
+#include "common/clock.h"
+#include "common/fs.h"
+#include "common/status_macros.h"
+
+namespace freeagent::node {
+
+namespace v1 = ::freeagent::v1;
+
+namespace {
+
+// A step's working dir must stay inside the workspace.
+bool SafeRelativeDir(const std::string& dir) {
+  if (dir.empty()) return true;
+  if (dir[0] == '/') return false;
+  size_t pos = 0;
+  while (pos <= dir.size()) {
+    size_t slash = dir.find('/', pos);
+    if (slash == std::string::npos) slash = dir.size();
+    if (dir.compare(pos, slash - pos, "..") == 0 && slash - pos == 2) return false;
+    pos = slash + 1;
+  }
+  return true;
+}
+
+std::string SecondsText(std::chrono::milliseconds d) {
+  return absl::StrCat(d.count() / 1000.0, " s");
+}
+
+}  // namespace
+
+JobRunner::JobRunner(v1::BuildJob job, JobRunnerOptions options, vm::VmDriver* driver,
+                     artifacts::BlobClient* blobs, JobCallbacks callbacks)
+    : job_(std::move(job)),
+      options_(std::move(options)),
+      driver_(driver),
+      blobs_(blobs),
+      callbacks_(std::move(callbacks)) {}
+
+void JobRunner::Cancel(const std::string& reason, std::chrono::seconds grace) {
+  if (grace.count() > 0) grace_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(grace).count();
+  cancel_.Cancel(reason);
+}
+
+void JobRunner::Log(std::string_view line) {
+  if (callbacks_.log) callbacks_.log(line);
+}
+
+void JobRunner::EndPhase() {
+  if (!in_phase_) return;
+  phases_.back().set_duration_ms(MillisSince(phase_start_));
+  in_phase_ = false;
+}
+
+void JobRunner::EnterPhase(v1::Phase phase, const std::string& message, uint32_t step_index,
+                           const std::string& step_name) {
+  if (phase_.load() != phase || !in_phase_) {
+    EndPhase();
+    v1::PhaseDuration d;
+    d.set_phase(phase);
+    d.set_started_unix_ms(UnixMillis());
+    phases_.push_back(d);
+    phase_start_ = std::chrono::steady_clock::now();
+    in_phase_ = true;
+    phase_ = phase;
+  }
+  if (callbacks_.progress) {
+    v1::JobProgress p;
+    p.set_job_id(job_.job_id());
+    p.set_attempt(job_.attempt());
+    p.set_phase(phase);
+    p.set_step_index(step_index);
+    p.set_step_count(static_cast<uint32_t>(job_.spec().steps_size()));
+    p.set_step_name(step_name);
+    p.set_message(message);
+    p.set_unix_ms(UnixMillis());
+    callbacks_.progress(p);
+  }
+}
+
+JobRunner::Outcome JobRunner::CancelledOutcome() {
+  Outcome o;
+  if (timed_out_.load()) {
+    o.state = v1::JOB_STATE_TIMED_OUT;
+    o.error = cancel_.Reason();
+  } else {
+    o.state = v1::JOB_STATE_CANCELLED;
+    o.error = absl::StrCat("cancelled: ", cancel_.Reason());
+  }
+  return o;
+}
+
+JobRunner::Outcome JobRunner::FromStatus(const absl::Status& status, v1::JobState state_if_not_cancelled) {
+  if (cancel_.IsCancelled()) return CancelledOutcome();
+  Outcome o;
+  o.state = state_if_not_cancelled;
+  o.error = std::string(status.message());
+  return o;
+}
+
+v1::JobResult JobRunner::Run() {
+  v1::JobResult result;
+  result.set_job_id(job_.job_id());
+  result.set_attempt(job_.attempt());
+
+  std::chrono::seconds timeout = job_.spec().timeout_seconds() > 0
+                                     ? std::chrono::seconds(job_.spec().timeout_seconds())
+                                     : options_.default_timeout;
+  job_timeout_ = timeout;
+  deadline_ = Deadline::After(timeout);
+  // The whole-attempt timeout works like a cancel, so every phase (not only steps) honours it.
+  CancellationToken done;
+  std::thread watchdog([this, done, timeout] {
+    if (done.WaitFor(deadline_.Remaining())) return;
+    timed_out_ = true;
+    cancel_.Cancel(absl::StrCat("job timed out after ", timeout.count(), " s"));
+  });
+  absl::Cleanup stop_watchdog = [&] {
+    done.Cancel("finished");
+    watchdog.join();
+  };
+
+  Outcome outcome = RunPhases(&result);
+
+  EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
+  if (!job_dir_.empty()) {
+    absl::Status s = RemoveTree(job_dir_);
+    if (!s.ok()) Log(absl::StrCat("==> cleanup: ", s.message(), "\n"));
+  }
+  EndPhase();
+
+  switch (outcome.state) {
+    case v1::JOB_STATE_SUCCEEDED: Log("==> build succeeded\n"); break;
+    case v1::JOB_STATE_FAILED: Log(absl::StrCat("==> build failed: ", outcome.error, "\n")); break;
+    case v1::JOB_STATE_CANCELLED: Log(absl::StrCat("==> build ", outcome.error, "\n")); break;
+    case v1::JOB_STATE_TIMED_OUT: Log(absl::StrCat("==> build timed out: ", outcome.error, "\n")); break;
+    default: Log(absl::StrCat("==> build error: ", outcome.error, "\n")); break;
+  }
+  result.set_outcome(outcome.state);
+  result.set_exit_code(outcome.exit_code);
+  result.set_failed_step(outcome.failed_step);
+  result.set_error(outcome.error);
+  for (const v1::PhaseDuration& d : phases_) *result.add_phases() = d;
+  return result;
+}
+
+JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
+  const v1::JobSpec& spec = job_.spec();
+  std::string source_archive;
+
+  EnterPhase(v1::PHASE_PREPARING, "fetching source");
+  Log(absl::StrCat("==> job ", job_.job_id(), " attempt ", job_.attempt(), " on ", options_.worker_name, " (",
+                   driver_->name(), " driver)\n"));
+  if (spec.has_signing() && (!spec.signing().p12_digest().empty() || spec.signing().profile_digests_size() > 0) &&
+      driver_->name() == "local") {
+    return Outcome{v1::JOB_STATE_ERROR, 0, "", "signing needs a macOS VM driver"};
+  }
+  absl::Status s = MakeDirs(options_.jobs_dir, 0700);
+  if (!s.ok()) return FromStatus(s, v1::JOB_STATE_ERROR);
+  absl::StatusOr<std::string> dir =
+      MakePrivateTempDir(options_.jobs_dir, absl::StrCat(job_.job_id(), "-", job_.attempt(), "-"));
+  if (!dir.ok()) return FromStatus(dir.status(), v1::JOB_STATE_ERROR);
+  job_dir_ = *dir;
+  if (!spec.source_digest().empty()) {
+    source_archive = job_dir_ + "/source.tar.gz";
+    absl::StatusOr<vm::TransferResult> t = blobs_->DownloadFile(spec.source_digest(), source_archive, cancel_);
+    if (!t.ok()) return FromStatus(t.status(), v1::JOB_STATE_ERROR);
+    Log(absl::StrCat("==> source ", spec.source_digest().substr(0, 12), " (", t->size, " bytes)\n"));
+    s = CheckArchive(source_archive);
+    if (!s.ok()) return FromStatus(absl::InvalidArgumentError(absl::StrCat("source archive: ", s.message())),
+                                   v1::JOB_STATE_ERROR);
+  }
+  if (cancel_.IsCancelled()) return CancelledOutcome();
+
+  EnterPhase(v1::PHASE_PROVISIONING_VM, "provisioning machine");
+  vm::VmSpec vm_spec;
+  vm_spec.name = absl::StrCat("freeagent-", options_.worker_name, "-", job_.job_id(), "-", job_.attempt());
+  vm_spec.image = spec.vm().image();
+  vm_spec.cpus = spec.vm().cpus();
+  vm_spec.memory_mb = spec.vm().memory_mb();
+  vm_spec.disk_gb = spec.vm().disk_gb();
+  absl::StatusOr<std::unique_ptr<vm::Vm>> created = driver_->Create(vm_spec);
+  if (!created.ok()) return FromStatus(created.status(), v1::JOB_STATE_ERROR);
+  std::chrono::seconds grace = spec.cancel_grace_seconds() > 0 ? std::chrono::seconds(spec.cancel_grace_seconds())
+                                                               : options_.default_kill_grace;
+  vm::VmLease lease(std::move(*created), grace);
+  s = lease->Start(deadline_, cancel_);
+  if (!s.ok()) return FromStatus(s, v1::JOB_STATE_ERROR);
+
+  EnterPhase(v1::PHASE_CONNECTING, "waiting for the machine");
+  s = lease->WaitReady(deadline_, cancel_);
+  if (!s.ok()) return FromStatus(s, v1::JOB_STATE_ERROR);
+
+  EnterPhase(v1::PHASE_UPLOADING_SOURCE, "uploading source");
+  if (!source_archive.empty()) {
+    s = lease->guest()->UploadArchive(source_archive, lease->workspace(), cancel_);
+    if (!s.ok()) return FromStatus(s, v1::JOB_STATE_ERROR);
+  }
+  if (cancel_.IsCancelled()) return CancelledOutcome();
+
+  Outcome outcome = RunSteps(*lease.get());
+  if (outcome.state != v1::JOB_STATE_SUCCEEDED) {
+    EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
+    s = lease.Release();
+    if (!s.ok()) Log(absl::StrCat("==> cleanup: ", s.message(), "\n"));
+    return outcome;
+  }
+
+  if (spec.artifacts_size() > 0) {
+    EnterPhase(v1::PHASE_COLLECTING_ARTIFACTS, "collecting artifacts");
+    std::string download_dir = job_dir_ + "/artifacts";
+    s = MakeDirs(download_dir, 0700);
+    if (!s.ok()) return FromStatus(s, v1::JOB_STATE_ERROR);
+    artifacts::CollectOptions copts;
+    copts.default_max_bytes = options_.artifact_max_bytes;
+    copts.download_dir = download_dir;
+    copts.log = [this](std::string_view line) { Log(line); };
+    copts.cancel = cancel_;
+    std::vector<v1::ArtifactRule> rules(spec.artifacts().begin(), spec.artifacts().end());
+    absl::StatusOr<std::vector<artifacts::CollectedFile>> files =
+        artifacts::Collect(*lease->guest(), lease->workspace(), rules, copts);
+    if (!files.ok()) {
+      // A missing or oversized artifact is the build's fault; anything else is infrastructure.
+      bool build_fault = absl::IsFailedPrecondition(files.status()) || absl::IsResourceExhausted(files.status());
+      return FromStatus(files.status(), build_fault ? v1::JOB_STATE_FAILED : v1::JOB_STATE_ERROR);
+    }
+    EnterPhase(v1::PHASE_UPLOADING_ARTIFACTS, "uploading artifacts");
+    absl::StatusOr<std::vector<v1::ArtifactInfo>> infos = artifacts::UploadArtifacts(*blobs_, *files, cancel_);
+    if (!infos.ok()) return FromStatus(infos.status(), v1::JOB_STATE_ERROR);
+    for (v1::ArtifactInfo& info : *infos) *result->add_artifacts() = std::move(info);
+  }
+  if (cancel_.IsCancelled()) return CancelledOutcome();
+  EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
+  s = lease.Release();
+  if (!s.ok()) Log(absl::StrCat("==> cleanup: ", s.message(), "\n"));
+  return outcome;
+}
+
+JobRunner::Outcome JobRunner::RunSteps(vm::Vm& vm) {
+  const v1::JobSpec& spec = job_.spec();
+  const int n = spec.steps_size();
+  for (int i = 0; i < n; ++i) {
+    const v1::Step& step = spec.steps(i);
+    std::string name = step.name().empty() ? absl::StrCat("step ", i + 1) : step.name();
+    EnterPhase(v1::PHASE_RUNNING, absl::StrCat("step ", i + 1, "/", n, ": ", name), static_cast<uint32_t>(i + 1),
+               name);
+    if (cancel_.IsCancelled()) return CancelledOutcome();
+    Log(absl::StrCat("==> step ", i + 1, "/", n, ": ", name, "\n"));
+    if (!SafeRelativeDir(step.working_dir())) {
+      return Outcome{v1::JOB_STATE_FAILED, 0, name,
+                     absl::StrCat("step ", name, ": working_dir \"", step.working_dir(),
+                                  "\" leaves the workspace")};
+    }
+    vm::ExecRequest req;
+    req.command = step.run();
+    req.working_dir = vm.workspace();
+    if (!step.working_dir().empty()) req.working_dir += "/" + step.working_dir();
+    req.env["CI"] = "true";
+    req.env["FREEAGENT"] = "1";
+    req.env["FREEAGENT_JOB_ID"] = job_.job_id();
+    req.env["FREEAGENT_ATTEMPT"] = std::to_string(job_.attempt());
+    req.env["FREEAGENT_WORKSPACE"] = vm.workspace();
+    for (const auto& [k, v] : spec.secret_env()) req.env[k] = v;
+    for (const auto& [k, v] : step.env()) req.env[k] = v;
+    req.on_stdout = [this](std::string_view b) { Log(b); };
+    req.on_stderr = [this](std::string_view b) { Log(b); };
+    Deadline step_deadline = deadline_;
+    if (step.timeout_seconds() > 0) {
+      step_deadline = step_deadline.Min(Deadline::After(std::chrono::seconds(step.timeout_seconds())));
+    }
+    req.deadline = step_deadline;
+    req.cancel = cancel_;
+    std::chrono::milliseconds grace = spec.cancel_grace_seconds() > 0
+                                          ? std::chrono::seconds(spec.cancel_grace_seconds())
+                                          : std::chrono::milliseconds(options_.default_kill_grace);
+    if (grace_ms_.load() > 0) grace = std::chrono::milliseconds(grace_ms_.load());
+    req.kill_grace = grace;
+    auto started = std::chrono::steady_clock::now();
+    absl::StatusOr<vm::ExecResult> r = vm.guest()->Exec(req);
+    std::chrono::milliseconds took(MillisSince(started));
+    if (!r.ok()) {
+      Outcome o = FromStatus(r.status(), v1::JOB_STATE_ERROR);
+      o.failed_step = name;
+      o.error = absl::StrCat("step ", name, ": ", o.error);
+      return o;
+    }
+    if (r->timed_out && !r->cancelled && deadline_.Expired()) {
+      // The whole-attempt deadline, not the step's own, ended it (the watchdog may not have fired yet).
+      return Outcome{v1::JOB_STATE_TIMED_OUT, 0, name,
+                     absl::StrCat("job timed out after ", job_timeout_.count(), " s (in step ", name, ")")};
+    }
+    if (r->cancelled) {
+      Outcome o = CancelledOutcome();
+      o.failed_step = name;
+      return o;
+    }
+    if (r->timed_out) {
+      return Outcome{v1::JOB_STATE_TIMED_OUT, 0, name,
+                     absl::StrCat("step ", name, " timed out after ", step.timeout_seconds(), " s")};
+    }
+    if (r->idle_timed_out) {
+      return Outcome{v1::JOB_STATE_TIMED_OUT, 0, name, absl::StrCat("step ", name, " produced no output for too long")};
+    }
+    if (r->signal != 0) {
+      return Outcome{v1::JOB_STATE_FAILED, 128 + r->signal, name,
+                     absl::StrCat("step ", name, " was killed by signal ", r->signal)};
+    }
+    if (r->exit_code != 0) {
+      Log(absl::StrCat("==> step ", name, " exited with ", r->exit_code, " after ", SecondsText(took), "\n"));
+      return Outcome{v1::JOB_STATE_FAILED, r->exit_code, name,
+                     absl::StrCat("step ", name, " exited with ", r->exit_code)};
+    }
+    Log(absl::StrCat("==> step ", name, " done in ", SecondsText(took), "\n"));
+  }
+  return Outcome{};
+}
+
+}  // namespace freeagent::node

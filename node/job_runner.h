@@ -1,0 +1,91 @@
+// Runs one job attempt through the phases of ARCHITECTURE "Job lifecycle" on one thread: fetch and check
+// the source, provision the machine, upload the source, run the steps, collect and upload artifacts,
+// and always clean up. Every phase is reported as it starts and timed for the result.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "artifacts/blob_client.h"
+#include "common/cancellation.h"
+#include "common/deadline.h"
+#include "freeagent/v1/common.pb.h"
+#include "freeagent/v1/worker.pb.h"
+#include "vm/vm_driver.h"
+
+namespace freeagent::node {
+
+struct JobRunnerOptions {
+  std::string jobs_dir;                           // host dirs of jobs are made here (0700)
+  std::string worker_name = "worker";             // goes into VM names: freeagent-<worker>-<job>-<attempt>
+  std::chrono::seconds default_timeout{3600};     // when the spec says 0
+  std::chrono::seconds default_kill_grace{10};    // when the spec says 0
+  uint64_t artifact_max_bytes = 4ull << 30;       // per artifact when the rule says 0
+};
+
+// Where a runner reports. Called on the job thread; may block (backpressure).
+struct JobCallbacks {
+  std::function<void(std::string_view bytes)> log;                // the attempt's log stream
+  std::function<void(const freeagent::v1::JobProgress&)> progress;
+};
+
+class JobRunner {
+ public:
+  // `driver` and `blobs` are not owned and must outlive Run().
+  JobRunner(freeagent::v1::BuildJob job, JobRunnerOptions options, vm::VmDriver* driver,
+            artifacts::BlobClient* blobs, JobCallbacks callbacks);
+
+  // Runs the attempt to its end, cleanup included. Never throws; every failure is in the result.
+  freeagent::v1::JobResult Run();
+
+  // Asks the running attempt to stop: the current step's process group gets SIGTERM, then SIGKILL after
+  // the grace period; the result is CANCELLED. Thread-safe, returns at once. `grace` 0 = the job's.
+  void Cancel(const std::string& reason, std::chrono::seconds grace = std::chrono::seconds(0));
+
+  freeagent::v1::Phase phase() const { return phase_.load(); }
+  const freeagent::v1::BuildJob& job() const { return job_; }
+
+ private:
+  // Outcome of the phases before cleanup; `status` not OK means the phase named in it failed.
+  struct Outcome {
+    freeagent::v1::JobState state = freeagent::v1::JOB_STATE_SUCCEEDED;
+    int exit_code = 0;
+    std::string failed_step;
+    std::string error;
+  };
+
+  Outcome RunPhases(freeagent::v1::JobResult* result);
+  Outcome RunSteps(vm::Vm& vm);
+  Outcome FromStatus(const absl::Status& status, freeagent::v1::JobState state_if_not_cancelled);
+  Outcome CancelledOutcome();
+  void EnterPhase(freeagent::v1::Phase phase, const std::string& message, uint32_t step_index = 0,
+                  const std::string& step_name = "");
+  void EndPhase();
+  void Log(std::string_view line);
+
+  freeagent::v1::BuildJob job_;
+  JobRunnerOptions options_;
+  vm::VmDriver* driver_;
+  artifacts::BlobClient* blobs_;
+  JobCallbacks callbacks_;
+
+  CancellationToken cancel_;
+  std::atomic<bool> timed_out_{false};
+  std::atomic<int64_t> grace_ms_{0};
+  std::atomic<freeagent::v1::Phase> phase_{freeagent::v1::PHASE_UNSPECIFIED};
+  Deadline deadline_ = Deadline::Infinite();
+  std::chrono::seconds job_timeout_{0};
+  std::string job_dir_;
+
+  // Timeline: the phase being timed and the finished ones.
+  std::vector<freeagent::v1::PhaseDuration> phases_;
+  bool in_phase_ = false;
+  std::chrono::steady_clock::time_point phase_start_;
+};
+
+}  // namespace freeagent::node

@@ -1,0 +1,326 @@
+#include "node/worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "vm/local_driver.h"
+
+namespace freeagent::node {
+
+namespace v1 = ::freeagent::v1;
+
+namespace {
+// How long a drained worker waits for the controller to ack results before it exits anyway.
+constexpr std::chrono::seconds kResultAckWait{10};
+}  // namespace
+
+std::string Worker::Key(const std::string& job_id, uint32_t attempt) { return absl::StrCat(job_id, "#", attempt); }
+
+Worker::Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver, ConnectionOptions connection_options,
+               LogStreamOptions log_options)
+    : config_(std::move(config)), driver_(std::move(driver)), log_options_(log_options) {
+  if (!driver_) driver_ = std::make_unique<vm::LocalDriver>(config_.work_dir + "/vms");
+  if (config_.heartbeat_interval_ms > 0) {
+    connection_options.heartbeat_interval = std::chrono::milliseconds(config_.heartbeat_interval_ms);
+  }
+  channel_ = MakeControllerChannel(config_.controller);
+  blobs_ = std::make_unique<artifacts::GrpcBlobClient>(channel_);
+  connection_ = std::make_unique<ControllerConnection>(channel_, this, connection_options);
+}
+
+Worker::~Worker() { Stop(); }
+
+absl::Status Worker::Start() {
+  std::string prefix = absl::StrCat("freeagent-", config_.name, "-");
+  absl::StatusOr<std::vector<std::string>> orphans = driver_->ListOwned(prefix);
+  if (!orphans.ok()) return orphans.status();
+  for (const std::string& name : *orphans) {
+    spdlog::info("removing {} left by an earlier run", name);
+    absl::Status s = driver_->DestroyOwned(name);
+    if (!s.ok()) spdlog::warn("could not remove {}: {}", name, std::string(s.message()));
+  }
+  spdlog::info("worker {} ({}) connecting to {} with {} slots", config_.name, config_.id, config_.controller,
+               config_.slots);
+  connection_->Start();
+  return absl::OkStatus();
+}
+
+size_t Worker::JobCount() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return jobs_.size();
+}
+
+uint32_t Worker::SlotsUsedLocked() const {
+  uint32_t used = 0;
+  for (const auto& [key, job] : jobs_) {
+    if (!job->result) ++used;
+  }
+  return used;
+}
+
+uint32_t Worker::SlotsUsed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return SlotsUsedLocked();
+}
+
+v1::Hello Worker::MakeHello() {
+  v1::Hello hello;
+  hello.set_worker_id(config_.id);
+  hello.set_name(config_.name);
+  hello.set_version(kWorkerVersion);
+  for (const auto& [k, v] : config_.labels) (*hello.mutable_labels())[k] = v;
+  hello.set_slots(config_.slots);
+  std::lock_guard<std::mutex> lock(mu_);
+  hello.set_draining(draining_);
+  for (const auto& [key, job] : jobs_) {
+    if (job->abandoned || job->acked) continue;
+    v1::RunningJob* r = hello.add_running();
+    r->set_job_id(job->job.job_id());
+    r->set_attempt(job->job.attempt());
+    r->set_phase(job->runner->phase());
+    r->set_log_bytes(job->log->size());
+    r->set_finished(job->result.has_value());
+  }
+  return hello;
+}
+
+void Worker::OnMessage(const v1::ControllerMessage& message) {
+  switch (message.kind_case()) {
+    case v1::ControllerMessage::kWelcome:
+      HandleWelcome(message.welcome());
+      break;
+    case v1::ControllerMessage::kAssign:
+      HandleAssign(message.assign());
+      break;
+    case v1::ControllerMessage::kCancel: {
+      const v1::CancelJob& c = message.cancel();
+      std::lock_guard<std::mutex> lock(mu_);
+      bool found = false;
+      for (auto& [key, job] : jobs_) {
+        if (job->job.job_id() != c.job_id() || (c.attempt() != 0 && job->job.attempt() != c.attempt())) continue;
+        found = true;
+        job->runner->Cancel(c.reason().empty() ? "cancelled by the controller" : c.reason(),
+                            std::chrono::seconds(c.grace_seconds()));
+      }
+      if (!found) spdlog::info("cancel for {} attempt {}: not running here", c.job_id(), c.attempt());
+      break;
+    }
+    case v1::ControllerMessage::kLogAck: {
+      const v1::LogAck& a = message.log_ack();
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = jobs_.find(Key(a.job_id(), a.attempt()));
+      if (it != jobs_.end()) it->second->log->Ack(a.committed_offset());
+      break;
+    }
+    case v1::ControllerMessage::kDrain:
+      spdlog::info("controller asks to drain: {}", message.drain().reason());
+      Drain(std::chrono::seconds(message.drain().timeout_seconds()));
+      break;
+    case v1::ControllerMessage::kResultAck: {
+      const v1::ResultAck& a = message.result_ack();
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = jobs_.find(Key(a.job_id(), a.attempt()));
+      if (it != jobs_.end() && it->second->result) {
+        it->second->acked = true;
+        cv_.notify_all();
+      }
+      break;
+    }
+    default:
+      spdlog::warn("unexpected controller message kind {}", static_cast<int>(message.kind_case()));
+  }
+}
+
+void Worker::HandleWelcome(const v1::Welcome& welcome) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const v1::JobDirective& d : welcome.jobs()) {
+    auto it = jobs_.find(Key(d.job_id(), d.attempt()));
+    if (it == jobs_.end()) continue;
+    Job& job = *it->second;
+    if (d.action() == v1::JobDirective::ACTION_ABANDON) {
+      spdlog::info("abandoning {} attempt {}", d.job_id(), d.attempt());
+      job.abandoned = true;
+      job.runner->Cancel("abandoned: the controller gave this attempt up");
+      job.log->Close();
+      continue;
+    }
+    job.log->Rewind(d.committed_offset());
+  }
+  // Job threads holding a result deliver it again on this stream.
+  ++welcome_generation_;
+  cv_.notify_all();
+}
+
+void Worker::Reject(const v1::BuildJob& job, const std::string& reason) {
+  spdlog::info("rejecting {} attempt {}: {}", job.job_id(), job.attempt(), reason);
+  v1::WorkerMessage msg;
+  msg.mutable_rejected()->set_job_id(job.job_id());
+  msg.mutable_rejected()->set_attempt(job.attempt());
+  msg.mutable_rejected()->set_reason(reason);
+  connection_->SendPriority(std::move(msg));
+}
+
+void Worker::HandleAssign(const v1::Assign& assign) {
+  const v1::BuildJob& build = assign.job();
+  std::string key = Key(build.job_id(), build.attempt());
+  Job* job = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (jobs_.count(key) != 0) {
+      spdlog::info("assign of {} attempt {} again: already held, ignored", build.job_id(), build.attempt());
+      return;
+    }
+    if (draining_ || stopped_) {
+      // Sent outside the lock below.
+    } else if (SlotsUsedLocked() >= config_.slots) {
+    } else {
+      auto j = std::make_unique<Job>();
+      j->job = build;
+      j->log = std::make_unique<LogStream>(build.job_id(), build.attempt(), connection_.get(), log_options_);
+      JobRunnerOptions ro;
+      ro.jobs_dir = config_.work_dir + "/jobs";
+      ro.worker_name = config_.name;
+      LogStream* log = j->log.get();
+      JobCallbacks cb;
+      cb.log = [log](std::string_view b) { log->Append(b); };
+      cb.progress = [this](const v1::JobProgress& p) {
+        v1::WorkerMessage msg;
+        *msg.mutable_progress() = p;
+        connection_->Send(std::move(msg));
+      };
+      j->runner = std::make_unique<JobRunner>(build, ro, driver_.get(), blobs_.get(), std::move(cb));
+      job = j.get();
+      jobs_[key] = std::move(j);
+    }
+  }
+  if (job == nullptr) {
+    bool draining;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      draining = draining_ || stopped_;
+    }
+    Reject(build, draining ? "worker is draining" : "no free slot");
+    return;
+  }
+  spdlog::info("accepted {} attempt {}", build.job_id(), build.attempt());
+  v1::WorkerMessage msg;
+  msg.mutable_accepted()->set_job_id(build.job_id());
+  msg.mutable_accepted()->set_attempt(build.attempt());
+  connection_->SendPriority(std::move(msg));
+  std::lock_guard<std::mutex> lock(mu_);
+  job->thread = std::thread([this, job] { RunJob(job); });
+}
+
+void Worker::RunJob(Job* job) {
+  v1::JobResult result = job->runner->Run();
+  result.set_log_size(job->log->size());
+  spdlog::info("{} attempt {} ended: {} {}", result.job_id(), result.attempt(), v1::JobState_Name(result.outcome()),
+               result.error());
+  std::unique_lock<std::mutex> lock(mu_);
+  job->result = result;
+  cv_.notify_all();
+  // Deliver the result until the controller acks it: once per live stream, after every log byte, on
+  // the bulk queue so it cannot overtake the log chunks and progress queued before it.
+  uint64_t delivered_for = 0;
+  std::optional<std::chrono::steady_clock::time_point> stop_at;
+  while (!job->acked && !job->abandoned) {
+    if (stopped_) {
+      if (!stop_at) stop_at = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      if (std::chrono::steady_clock::now() >= *stop_at) break;
+    }
+    uint64_t generation = welcome_generation_;
+    if (generation != delivered_for && connection_->connected()) {
+      lock.unlock();
+      bool flushed = job->log->Flush(std::chrono::seconds(10));
+      v1::WorkerMessage msg;
+      *msg.mutable_result() = result;
+      bool sent = flushed && connection_->Send(std::move(msg));
+      lock.lock();
+      if (sent) delivered_for = generation;
+      continue;
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+  job->log->Close();
+  job->done = true;
+  cv_.notify_all();
+}
+
+void Worker::ReapLocked(std::unique_lock<std::mutex>& lock) {
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    Job& job = *it->second;
+    if (!job.done) {
+      ++it;
+      continue;
+    }
+    std::unique_ptr<Job> owned = std::move(it->second);
+    it = jobs_.erase(it);
+    lock.unlock();
+    if (owned->thread.joinable()) owned->thread.join();
+    owned.reset();
+    lock.lock();
+    it = jobs_.begin();
+  }
+}
+
+void Worker::Drain(std::chrono::seconds timeout) {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+  if (timeout.count() > 0) drain_deadline_ = std::chrono::steady_clock::now() + timeout;
+  cv_.notify_all();
+}
+
+void Worker::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  std::optional<std::chrono::steady_clock::time_point> all_done_at;
+  while (!stopped_) {
+    ReapLocked(lock);
+    if (drain_deadline_ && std::chrono::steady_clock::now() >= *drain_deadline_) {
+      for (auto& [key, job] : jobs_) job->runner->Cancel("worker drain timed out");
+      drain_deadline_.reset();
+    }
+    if (draining_) {
+      if (jobs_.empty()) break;
+      bool running = false;
+      for (auto& [key, job] : jobs_) running = running || !job->result;
+      if (!running) {
+        // Every attempt ended; give the controller a moment to ack the results.
+        if (!all_done_at) all_done_at = std::chrono::steady_clock::now();
+        if (std::chrono::steady_clock::now() - *all_done_at > kResultAckWait) break;
+      }
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(200));
+  }
+}
+
+void Worker::Shutdown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopped_ = true;
+  draining_ = true;
+  for (auto& [key, job] : jobs_) job->runner->Cancel("worker is shutting down");
+  cv_.notify_all();
+}
+
+void Worker::Stop() {
+  std::lock_guard<std::mutex> stop_lock(stop_mu_);
+  Shutdown();
+  std::map<std::string, std::unique_ptr<Job>> jobs;
+  // Jobs finish their cleanup; the connection stays up meanwhile so their logs and results can go out.
+  for (;;) {
+    std::unique_lock<std::mutex> lock(mu_);
+    bool running = false;
+    for (auto& [key, job] : jobs_) running = running || !job->done;
+    if (!running) {
+      jobs.swap(jobs_);
+      break;
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+  for (auto& [key, job] : jobs) {
+    job->log->Close();
+    if (job->thread.joinable()) job->thread.join();
+  }
+  connection_->Stop();
+}
+
+}  // namespace freeagent::node

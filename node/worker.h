@@ -1,0 +1,94 @@
+// The worker: holds the jobs this host runs (one thread each), answers the controller's messages, and
+// states its full state in every Hello. Runs until drained or stopped.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "artifacts/blob_client.h"
+#include "node/config.h"
+#include "node/connection.h"
+#include "node/job_runner.h"
+#include "node/log_stream.h"
+#include "vm/vm_driver.h"
+
+namespace freeagent::node {
+
+inline constexpr char kWorkerVersion[] = "0.1.0";
+
+class Worker : public ConnectionHandler {
+ public:
+  // Connects to config.controller. `driver` may be null: the config's driver is made.
+  explicit Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver = nullptr,
+                  ConnectionOptions connection_options = {}, LogStreamOptions log_options = {});
+  ~Worker() override;
+
+  // Reaps orphans of a previous run, then connects. Returns at once.
+  absl::Status Start();
+
+  // Blocks until Drain() finished (no jobs left, results acked) or Stop().
+  void Wait();
+
+  // No new jobs; running ones finish and their results are delivered; then Wait() returns.
+  // `timeout` > 0: running jobs are cancelled after it.
+  void Drain(std::chrono::seconds timeout = std::chrono::seconds(0));
+
+  // Cancels every running job (each still cleans up) and makes Wait() return. Does not block.
+  void Shutdown();
+
+  // Shutdown(), waits for the jobs to end, then disconnects. Idempotent.
+  void Stop();
+
+  // ConnectionHandler (gRPC threads; never block).
+  freeagent::v1::Hello MakeHello() override;
+  void OnMessage(const freeagent::v1::ControllerMessage& message) override;
+  uint32_t SlotsUsed() override;
+
+  bool connected() const { return connection_->connected(); }
+  size_t JobCount();
+
+ private:
+  struct Job {
+    freeagent::v1::BuildJob job;
+    std::unique_ptr<LogStream> log;
+    std::unique_ptr<JobRunner> runner;
+    std::thread thread;
+    std::optional<freeagent::v1::JobResult> result;  // set when the attempt ended
+    bool abandoned = false;                           // the controller no longer wants it
+    bool acked = false;                               // ResultAck received
+    bool done = false;                                // the thread finished (result delivered or given up)
+  };
+  static std::string Key(const std::string& job_id, uint32_t attempt);
+
+  void HandleAssign(const freeagent::v1::Assign& assign);
+  void HandleWelcome(const freeagent::v1::Welcome& welcome);
+  void RunJob(Job* job);
+  void Reject(const freeagent::v1::BuildJob& job, const std::string& reason);
+  void ReapLocked(std::unique_lock<std::mutex>& lock);
+  uint32_t SlotsUsedLocked() const;
+
+  WorkerConfig config_;
+  std::unique_ptr<vm::VmDriver> driver_;
+  LogStreamOptions log_options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<artifacts::BlobClient> blobs_;
+  std::unique_ptr<ControllerConnection> connection_;
+
+  std::mutex stop_mu_;  // serialises Stop()
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_;
+  uint64_t welcome_generation_ = 0;
+  bool draining_ = false;
+  bool stopped_ = false;
+  std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
+};
+
+}  // namespace freeagent::node
