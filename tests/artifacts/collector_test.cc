@@ -1,0 +1,147 @@
+// Artifact collection through a LocalGuest into an in-memory blob store.
+#include "artifacts/collector.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+
+#include "absl/strings/match.h"
+#include "common/fs.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+#include "vm/local_guest.h"
+
+namespace freeagent::artifacts {
+namespace {
+
+namespace v1 = ::freeagent::v1;
+
+class MemoryBlobs : public BlobClient {
+ public:
+  absl::Status UploadFile(const std::string& local_path, const std::string& digest, uint64_t size,
+                          const CancellationToken&) override {
+    auto data = ReadFile(local_path);
+    if (!data.ok()) return data.status();
+    if (Sha256Hex(*data) != digest || data->size() != size) return absl::DataLossError("digest mismatch");
+    blobs[digest] = *data;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<vm::TransferResult> DownloadFile(const std::string& digest, const std::string& local_path,
+                                                  const CancellationToken&) override {
+    auto it = blobs.find(digest);
+    if (it == blobs.end()) return absl::NotFoundError(digest);
+    absl::Status s = WriteFileAtomic(local_path, it->second, 0600);
+    if (!s.ok()) return s;
+    return vm::TransferResult{it->second.size(), digest};
+  }
+  std::map<std::string, std::string> blobs;
+};
+
+v1::ArtifactRule Rule(const std::string& glob, bool optional = false, uint64_t max = 0) {
+  v1::ArtifactRule r;
+  r.set_glob(glob);
+  r.set_optional(optional);
+  r.set_max_size_bytes(max);
+  return r;
+}
+
+class CollectorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto d = MakePrivateTempDir("/tmp", "fa-collect-");
+    ASSERT_TRUE(d.ok());
+    root_ = *d;
+    ws_ = root_ + "/ws";
+    dl_ = root_ + "/dl";
+    ASSERT_TRUE(MakeDirs(ws_ + "/build/outputs/apk").ok());
+    ASSERT_TRUE(MakeDirs(ws_ + "/dist").ok());
+    ASSERT_TRUE(MakeDirs(dl_).ok());
+    ASSERT_TRUE(WriteFileAtomic(ws_ + "/build/outputs/apk/app-release.apk", "apk bytes").ok());
+    ASSERT_TRUE(WriteFileAtomic(ws_ + "/build/outputs/apk/app-debug.apk", "debug apk").ok());
+    ASSERT_TRUE(WriteFileAtomic(ws_ + "/dist/hello.tar.gz", "tarball").ok());
+    ASSERT_TRUE(WriteFileAtomic(ws_ + "/dist/with space.txt", "spaces").ok());
+    ASSERT_EQ(::symlink("/etc/passwd", (ws_ + "/dist/secret.apk").c_str()), 0);
+  }
+  void TearDown() override { RemoveTree(root_).IgnoreError(); }
+
+  CollectOptions Options() {
+    CollectOptions o;
+    o.download_dir = dl_;
+    o.log = [this](std::string_view line) { log_.append(line.data(), line.size()); };
+    return o;
+  }
+
+  std::string root_, ws_, dl_, log_;
+  vm::LocalGuest guest_;
+};
+
+TEST_F(CollectorTest, ListsFilesAndSymlinksSeparately) {
+  auto listing = ListWorkspace(guest_, ws_, CancellationToken());
+  ASSERT_TRUE(listing.ok()) << listing.status();
+  EXPECT_EQ(listing->files.size(), 4u);
+  ASSERT_EQ(listing->symlinks.size(), 1u);
+  EXPECT_EQ(listing->symlinks[0], "dist/secret.apk");
+}
+
+TEST_F(CollectorTest, CollectsNestedMatchesAndSkipsSymlinks) {
+  auto files = Collect(guest_, ws_, {Rule("**/*.apk"), Rule("dist/*.tar.gz")}, Options());
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_EQ(files->size(), 3u);
+  std::map<std::string, CollectedFile> by_path;
+  for (const auto& f : *files) by_path[f.path] = f;
+  ASSERT_TRUE(by_path.count("build/outputs/apk/app-release.apk"));
+  EXPECT_EQ(by_path["build/outputs/apk/app-release.apk"].sha256, Sha256Hex("apk bytes"));
+  EXPECT_EQ(by_path["dist/hello.tar.gz"].size, 7u);
+  EXPECT_EQ(by_path.count("dist/secret.apk"), 0u);
+  EXPECT_TRUE(absl::StrContains(log_, "dist/secret.apk is a symlink; skipped")) << log_;
+
+  MemoryBlobs blobs;
+  auto infos = UploadArtifacts(blobs, *files, CancellationToken());
+  ASSERT_TRUE(infos.ok()) << infos.status();
+  ASSERT_EQ(infos->size(), 3u);
+  for (const auto& info : *infos) {
+    EXPECT_EQ(blobs.blobs.count(info.sha256()), 1u) << info.path();
+    EXPECT_FALSE(absl::StrContains(info.name(), "/"));
+  }
+}
+
+TEST_F(CollectorTest, FileMatchedByTwoRulesIsCollectedOnce) {
+  auto files = Collect(guest_, ws_, {Rule("dist/*"), Rule("**/hello.tar.gz")}, Options());
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(files->size(), 2u);  // hello.tar.gz and "with space.txt"
+}
+
+TEST_F(CollectorTest, RequiredRuleWithoutMatchNamesTheRule) {
+  auto files = Collect(guest_, ws_, {Rule("**/*.apk"), Rule("**/*.ipa")}, Options());
+  ASSERT_FALSE(files.ok());
+  EXPECT_EQ(files.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(files.status().message(), "**/*.ipa")) << files.status();
+}
+
+TEST_F(CollectorTest, OptionalRuleWithoutMatchIsFine) {
+  auto files = Collect(guest_, ws_, {Rule("**/*.ipa", true)}, Options());
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_TRUE(files->empty());
+}
+
+TEST_F(CollectorTest, SymlinkOnlyMatchIsNotAMatch) {
+  auto files = Collect(guest_, ws_, {Rule("dist/secret.apk")}, Options());
+  EXPECT_EQ(files.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CollectorTest, PerFileSizeLimit) {
+  auto files = Collect(guest_, ws_, {Rule("dist/hello.tar.gz", false, 3)}, Options());
+  EXPECT_EQ(files.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(files.status().message(), "dist/hello.tar.gz")) << files.status();
+}
+
+TEST(ParseListing, RejectsTruncatedOutput) {
+  EXPECT_FALSE(ParseListing(std::string("./a\0", 4)).ok());
+  auto l = ParseListing(std::string("\0./a\0./b c\0", 11));
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->files, (std::vector<std::string>{"a", "b c"}));
+}
+
+}  // namespace
+}  // namespace freeagent::artifacts
