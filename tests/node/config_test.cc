@@ -1,0 +1,119 @@
+// Worker configuration: TOML + flags, and the errors a bad config gives.
+#include "node/config.h"
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/match.h"
+#include "common/fs.h"
+#include "gtest/gtest.h"
+
+namespace freeagent::node {
+namespace {
+
+TEST(WorkerConfig, ReadsEveryKey) {
+  WorkerConfig c;
+  absl::Status s = ApplyWorkerToml(R"(
+controller = "10.0.0.5:7070"
+name = "mac-mini-1"
+id = "w-fixed"
+slots = 1
+work_dir = "/var/lib/fa"
+driver = "local"
+heartbeat_interval_ms = 2000
+[labels]
+os = "macos"
+xcode = "16.1"
+)",
+                                   "worker.toml", &c);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(c.controller, "10.0.0.5:7070");
+  EXPECT_EQ(c.name, "mac-mini-1");
+  EXPECT_EQ(c.id, "w-fixed");
+  EXPECT_EQ(c.slots, 1u);
+  EXPECT_EQ(c.work_dir, "/var/lib/fa");
+  EXPECT_EQ(c.heartbeat_interval_ms, 2000u);
+  EXPECT_EQ(c.labels.at("os"), "macos");
+  EXPECT_EQ(c.labels.at("xcode"), "16.1");
+}
+
+TEST(WorkerConfig, MalformedTomlNamesFileAndLine) {
+  WorkerConfig c;
+  absl::Status s = ApplyWorkerToml("controller = \"a:1\"\nslots = = 3\n", "bad.toml", &c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "bad.toml:2")) << s;
+}
+
+TEST(WorkerConfig, UnknownKeyIsRejected) {
+  WorkerConfig c;
+  absl::Status s = ApplyWorkerToml("slot = 3\n", "typo.toml", &c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "typo.toml")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "slot")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "unknown key")) << s;
+}
+
+TEST(WorkerConfig, WrongTypeNamesKey) {
+  WorkerConfig c;
+  absl::Status s = ApplyWorkerToml("slots = \"two\"\n", "types.toml", &c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "types.toml")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "slots")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "integer")) << s;
+}
+
+TEST(WorkerConfig, BadValuesAreRejected) {
+  WorkerConfig c;
+  EXPECT_TRUE(absl::StrContains(ApplyWorkerToml("slots = 0\n", "w.toml", &c).message(), "slots"));
+  WorkerConfig d;
+  absl::Status s = ApplyWorkerToml("driver = \"vmware\"\n", "w.toml", &d);
+  EXPECT_TRUE(absl::StrContains(s.message(), "driver")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "vmware")) << s;
+}
+
+TEST(WorkerConfig, FlagsWinOverFileAndDefaultsAreFilled) {
+  auto dir = MakePrivateTempDir("/tmp", "fa-config-");
+  ASSERT_TRUE(dir.ok());
+  std::string file = *dir + "/worker.toml";
+  ASSERT_TRUE(WriteFileAtomic(file, "controller = \"file:1\"\nslots = 4\n[labels]\nos = \"macos\"\n").ok());
+  CLI::App app;
+  WorkerFlags flags;
+  AddWorkerFlags(app, &flags);
+  std::vector<std::string> args = {"--label", "pool=fast", "--slots", "1", "--config", file,
+                                   "--work-dir", *dir + "/work"};
+  std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
+  app.parse(args);
+  auto c = BuildWorkerConfig(flags);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->controller, "file:1");
+  EXPECT_EQ(c->slots, 1u);
+  EXPECT_EQ(c->labels.at("os"), "macos");  // configured: not overridden by the default
+  EXPECT_EQ(c->labels.at("arch"), "x86_64");
+  EXPECT_EQ(c->labels.at("pool"), "fast");
+  EXPECT_FALSE(c->name.empty());
+  EXPECT_FALSE(c->id.empty());
+  // The generated id is stable across starts.
+  auto again = BuildWorkerConfig(flags);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->id, c->id);
+  RemoveTree(*dir).IgnoreError();
+}
+
+TEST(WorkerConfig, MissingFileIsAnError) {
+  WorkerFlags flags;
+  flags.config = "/nonexistent/worker.toml";
+  auto c = BuildWorkerConfig(flags);
+  EXPECT_FALSE(c.ok());
+  EXPECT_TRUE(absl::StrContains(c.status().message(), "/nonexistent/worker.toml")) << c.status();
+}
+
+TEST(WorkerConfig, BadLabelFlag) {
+  WorkerFlags flags;
+  flags.labels = {"novalue"};
+  flags.work_dir = "/tmp/fa-config-unused";
+  auto c = BuildWorkerConfig(flags);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(c.status().message(), "novalue")) << c.status();
+}
+
+}  // namespace
+}  // namespace freeagent::node
