@@ -1,0 +1,258 @@
+// The job runner against the local driver, an in-memory blob store and a recording log: no controller.
+#include "node/job_runner.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "common/archive.h"
+#include "common/fs.h"
+#include "common/process.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+#include "tests/node/memory_blobs.h"
+#include "vm/local_driver.h"
+
+namespace freeagent::node {
+namespace {
+
+namespace v1 = ::freeagent::v1;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+size_t CountEntries(const std::string& dir) {
+  size_t n = 0;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) return 0;
+  while (dirent* e = ::readdir(d.get())) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") ++n;
+  }
+  return n;
+}
+
+class JobRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto d = MakePrivateTempDir("/tmp", "fa-runner-");
+    ASSERT_TRUE(d.ok());
+    root_ = *d;
+    driver_ = std::make_unique<vm::LocalDriver>(root_ + "/vms");
+    options_.jobs_dir = root_ + "/jobs";
+    options_.worker_name = "test";
+    options_.default_kill_grace = seconds(1);
+  }
+  void TearDown() override { RemoveTree(root_).IgnoreError(); }
+
+  // Packs a project with the given files into the blob store; returns its digest.
+  std::string PutSource(const std::map<std::string, std::string>& files) {
+    std::string src = root_ + "/src";
+    EXPECT_TRUE(MakeDirs(src).ok());
+    for (const auto& [name, body] : files) EXPECT_TRUE(WriteFileAtomic(src + "/" + name, body).ok());
+    std::string archive = root_ + "/src.tar.gz";
+    EXPECT_TRUE(PackDirectory(src, archive).ok());
+    auto data = ReadFile(archive);
+    EXPECT_TRUE(data.ok());
+    return blobs_.Put(*data);
+  }
+
+  v1::BuildJob Job(std::vector<std::pair<std::string, std::string>> steps) {
+    v1::BuildJob job;
+    job.set_job_id("b-000000000001");
+    job.set_attempt(1);
+    for (auto& [name, run] : steps) {
+      v1::Step* s = job.mutable_spec()->add_steps();
+      s->set_name(name);
+      s->set_run(run);
+    }
+    return job;
+  }
+
+  std::unique_ptr<JobRunner> Runner(v1::BuildJob job) {
+    JobCallbacks cb;
+    cb.log = [this](std::string_view b) {
+      std::lock_guard<std::mutex> lock(mu_);
+      log_.append(b.data(), b.size());
+    };
+    cb.progress = [this](const v1::JobProgress& p) {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.push_back(p);
+    };
+    return std::make_unique<JobRunner>(std::move(job), options_, driver_.get(), &blobs_, std::move(cb));
+  }
+
+  std::string Log() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return log_;
+  }
+
+  void ExpectCleanedUp() {
+    EXPECT_EQ(CountEntries(root_ + "/vms"), 0u) << "workspace left behind";
+    EXPECT_EQ(CountEntries(root_ + "/jobs"), 0u) << "job dir left behind";
+  }
+
+  std::string root_;
+  std::unique_ptr<vm::LocalDriver> driver_;
+  testing::MemoryBlobs blobs_;
+  JobRunnerOptions options_;
+  std::mutex mu_;
+  std::string log_;
+  std::vector<v1::JobProgress> progress_;
+};
+
+TEST_F(JobRunnerTest, BuildsSourceAndUploadsArtifacts) {
+  v1::BuildJob job = Job({{"build", "mkdir -p dist && cat input.txt input.txt > dist/out.txt && echo built"},
+                          {"check", "test -f dist/out.txt && echo \"secret is $TOKEN, mode $MODE\""}});
+  job.mutable_spec()->set_source_digest(PutSource({{"input.txt", "abc\n"}}));
+  (*job.mutable_spec()->mutable_secret_env())["TOKEN"] = "s3cr3t";
+  (*job.mutable_spec()->mutable_steps(1)->mutable_env())["MODE"] = "release";
+  v1::ArtifactRule* rule = job.mutable_spec()->add_artifacts();
+  rule->set_glob("dist/*.txt");
+  auto runner = Runner(job);
+  v1::JobResult result = runner->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_SUCCEEDED) << result.error() << "\n" << Log();
+  EXPECT_EQ(result.job_id(), "b-000000000001");
+  EXPECT_EQ(result.attempt(), 1u);
+  ASSERT_EQ(result.artifacts_size(), 1);
+  EXPECT_EQ(result.artifacts(0).path(), "dist/out.txt");
+  EXPECT_EQ(result.artifacts(0).name(), "out.txt");
+  EXPECT_EQ(result.artifacts(0).size(), 8u);
+  EXPECT_EQ(result.artifacts(0).sha256(), Sha256Hex("abc\nabc\n"));
+  EXPECT_EQ(blobs_.Get(result.artifacts(0).sha256()), "abc\nabc\n");
+  std::string log = Log();
+  EXPECT_TRUE(absl::StrContains(log, "==> step 1/2: build\n")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "built\n")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "==> step 2/2: check\n")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "mode release")) << log;
+
+  // Every phase ran, in order, with a timestamp, and was reported as progress.
+  std::vector<v1::Phase> phases;
+  for (const auto& p : result.phases()) {
+    phases.push_back(p.phase());
+    EXPECT_GT(p.started_unix_ms(), 0);
+    EXPECT_GE(p.duration_ms(), 0);
+  }
+  std::vector<v1::Phase> want = {v1::PHASE_PREPARING,     v1::PHASE_PROVISIONING_VM,       v1::PHASE_CONNECTING,
+                                 v1::PHASE_UPLOADING_SOURCE, v1::PHASE_RUNNING, v1::PHASE_COLLECTING_ARTIFACTS,
+                                 v1::PHASE_UPLOADING_ARTIFACTS, v1::PHASE_CLEANING_UP};
+  EXPECT_EQ(phases, want);
+  bool saw_step2 = false;
+  for (const auto& p : progress_) {
+    if (p.phase() == v1::PHASE_RUNNING && p.step_index() == 2) {
+      saw_step2 = true;
+      EXPECT_EQ(p.step_count(), 2u);
+      EXPECT_EQ(p.step_name(), "check");
+    }
+  }
+  EXPECT_TRUE(saw_step2);
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, FailingStepStopsLaterSteps) {
+  auto runner = Runner(Job({{"one", "echo first"}, {"two", "echo failing; exit 3"}, {"three", "echo third-ran"}}));
+  v1::JobResult result = runner->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(result.exit_code(), 3);
+  EXPECT_EQ(result.failed_step(), "two");
+  EXPECT_TRUE(absl::StrContains(result.error(), "two")) << result.error();
+  std::string log = Log();
+  EXPECT_TRUE(absl::StrContains(log, "failing\n"));
+  EXPECT_FALSE(absl::StrContains(log, "third-ran")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "step 3/3")) << log;
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, StepTimeoutIsTimedOut) {
+  v1::BuildJob job = Job({{"slow", "sleep 30"}, {"after", "echo after-ran"}});
+  job.mutable_spec()->mutable_steps(0)->set_timeout_seconds(1);
+  auto runner = Runner(job);
+  auto start = std::chrono::steady_clock::now();
+  v1::JobResult result = runner->Run();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_TIMED_OUT);
+  EXPECT_EQ(result.failed_step(), "slow");
+  EXPECT_FALSE(absl::StrContains(Log(), "after-ran"));
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, JobTimeoutIsTimedOut) {
+  v1::BuildJob job = Job({{"a", "sleep 0.2"}, {"b", "sleep 30"}});
+  job.mutable_spec()->set_timeout_seconds(1);
+  auto runner = Runner(job);
+  auto start = std::chrono::steady_clock::now();
+  v1::JobResult result = runner->Run();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_TIMED_OUT);
+  EXPECT_TRUE(absl::StrContains(result.error(), "job timed out")) << result.error();
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, CancelStopsTheStepQuicklyAndKillsItsChildren) {
+  v1::BuildJob job = Job({{"wait", "echo $$ > \"$PGID_FILE\"; sleep 1000 & sleep 1000"}});
+  (*job.mutable_spec()->mutable_steps(0)->mutable_env())["PGID_FILE"] = root_ + "/pgid";
+  job.mutable_spec()->set_cancel_grace_seconds(1);
+  auto runner = Runner(job);
+  v1::JobResult result;
+  std::thread t([&] { result = runner->Run(); });
+  // Wait until the step runs.
+  auto wait_start = std::chrono::steady_clock::now();
+  while (!absl::StrContains(Log(), "==> step 1/1") && std::chrono::steady_clock::now() - wait_start < seconds(10)) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  std::this_thread::sleep_for(milliseconds(300));
+  auto start = std::chrono::steady_clock::now();
+  runner->Cancel("user asked");
+  t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(2));
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_CANCELLED);
+  EXPECT_TRUE(absl::StrContains(result.error(), "user asked")) << result.error();
+  auto text = ReadFile(root_ + "/pgid");
+  ASSERT_TRUE(text.ok()) << text.status();
+  int pgid = std::atoi(text->c_str());
+  ASSERT_GT(pgid, 1);
+  EXPECT_FALSE(ProcessGroupAlive(pgid)) << "a process of the cancelled step survived";
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, SigningOnLocalDriverIsAnError) {
+  v1::BuildJob job = Job({{"x", "echo never"}});
+  job.mutable_spec()->mutable_signing()->set_p12_digest(std::string(64, 'a'));
+  auto runner = Runner(job);
+  v1::JobResult result = runner->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_ERROR);
+  EXPECT_EQ(result.error(), "signing needs a macOS VM driver");
+  EXPECT_FALSE(absl::StrContains(Log(), "never"));
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, MissingSourceBlobIsAnError) {
+  v1::BuildJob job = Job({{"x", "true"}});
+  job.mutable_spec()->set_source_digest(std::string(64, 'b'));
+  v1::JobResult result = Runner(job)->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_ERROR);
+  EXPECT_TRUE(absl::StrContains(result.error(), "not found")) << result.error();
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, MissingRequiredArtifactFailsNamingTheRule) {
+  v1::BuildJob job = Job({{"x", "true"}});
+  job.mutable_spec()->add_artifacts()->set_glob("**/*.ipa");
+  v1::JobResult result = Runner(job)->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(result.error(), "**/*.ipa")) << result.error();
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, WorkingDirMustStayInsideTheWorkspace) {
+  v1::BuildJob job = Job({{"x", "true"}});
+  job.mutable_spec()->mutable_steps(0)->set_working_dir("../..");
+  v1::JobResult result = Runner(job)->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(result.error(), "working_dir")) << result.error();
+  ExpectCleanedUp();
+}
+
+}  // namespace
+}  // namespace freeagent::node
