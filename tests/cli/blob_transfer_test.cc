@@ -1,0 +1,214 @@
+// Upload and download against an in-process BlobService on 127.0.0.1:0 that behaves like the
+// controller's: verifies digests, keeps partial uploads, serves from an offset.
+#include "cli/blob_transfer.h"
+
+#include <sys/stat.h>
+
+#include <map>
+#include <mutex>
+
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "cli/client.h"
+#include "common/fs.h"
+#include "common/sha256.h"
+
+namespace freeagent::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using freeagent::v1::BlobInfo;
+
+class FakeBlobService final : public freeagent::v1::BlobService::Service {
+ public:
+  grpc::Status Stat(grpc::ServerContext*, const freeagent::v1::StatRequest* request,
+                    BlobInfo* info) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    info->set_digest(request->digest());
+    auto it = blobs_.find(request->digest());
+    if (it != blobs_.end()) {
+      info->set_exists(true);
+      info->set_size(it->second.size());
+    } else if (partial_.count(request->digest())) {
+      info->set_partial_size(partial_[request->digest()].size());
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Upload(grpc::ServerContext*, grpc::ServerReader<freeagent::v1::UploadRequest>* reader,
+                      BlobInfo* info) override {
+    freeagent::v1::UploadRequest request;
+    if (!reader->Read(&request) || !request.has_header()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "header first"};
+    }
+    const auto header = request.header();
+    std::string data;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      data = partial_[header.digest()];
+      ++uploads_;
+      first_offsets_.push_back(header.offset());
+    }
+    if (header.offset() != data.size()) return {grpc::StatusCode::FAILED_PRECONDITION, "offset"};
+    while (reader->Read(&request)) data += request.data();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (Sha256Hex(data) != header.digest()) {
+      partial_.erase(header.digest());
+      return {grpc::StatusCode::DATA_LOSS, "digest mismatch"};
+    }
+    partial_.erase(header.digest());
+    blobs_[header.digest()] = data;
+    info->set_digest(header.digest());
+    info->set_size(data.size());
+    info->set_exists(true);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Download(grpc::ServerContext*, const freeagent::v1::DownloadRequest* request,
+                        grpc::ServerWriter<freeagent::v1::DownloadChunk>* writer) override {
+    std::string data;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = blobs_.find(request->digest());
+      if (it == blobs_.end()) return {grpc::StatusCode::NOT_FOUND, "no blob"};
+      data = it->second;
+      download_offsets_.push_back(request->offset());
+    }
+    for (uint64_t offset = request->offset(); offset < data.size(); offset += 100000) {
+      freeagent::v1::DownloadChunk chunk;
+      chunk.set_offset(offset);
+      chunk.set_data(data.substr(offset, 100000));
+      if (!writer->Write(chunk)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  std::mutex mu_;
+  std::map<std::string, std::string> blobs_;
+  std::map<std::string, std::string> partial_;
+  int uploads_ = 0;
+  std::vector<uint64_t> first_offsets_;
+  std::vector<uint64_t> download_offsets_;
+};
+
+class BlobTransferTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = freeagent::v1::BlobService::NewStub(MakeChannel("127.0.0.1:" + std::to_string(port)));
+    auto dir = MakePrivateTempDir("/tmp", "fa-cli-test-");
+    ASSERT_TRUE(dir.ok());
+    dir_ = *dir;
+  }
+  void TearDown() override {
+    server_->Shutdown();
+    RemoveTree(dir_).IgnoreError();
+  }
+
+  static std::string Bytes(size_t n) {
+    std::string s(n, '\0');
+    for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + i / 7) & 0xff);
+    return s;
+  }
+
+  FakeBlobService service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<freeagent::v1::BlobService::Stub> stub_;
+  std::string dir_;
+};
+
+TEST_F(BlobTransferTest, UploadResumesFromPartialAndSkipsExistingBlob) {
+  const std::string data = Bytes(3 * 1024 * 1024 + 17);
+  const std::string digest = Sha256Hex(data);
+  const std::string path = dir_ + "/src.bin";
+  ASSERT_TRUE(WriteFileAtomic(path, data).ok());
+  service_.partial_[digest] = data.substr(0, 1500000);
+
+  auto info = UploadFile(stub_.get(), path, digest, data.size(), false);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(info->exists());
+  EXPECT_EQ(service_.blobs_[digest], data);
+  EXPECT_EQ(service_.first_offsets_, std::vector<uint64_t>{1500000});
+
+  ASSERT_TRUE(UploadFile(stub_.get(), path, digest, data.size(), false).ok());
+  EXPECT_EQ(service_.uploads_, 1) << "an existing blob was sent again";
+}
+
+TEST_F(BlobTransferTest, UploadWithWrongDigestIsDataLoss) {
+  const std::string path = dir_ + "/src.bin";
+  ASSERT_TRUE(WriteFileAtomic(path, "abc").ok());
+  auto info = UploadFile(stub_.get(), path, Sha256Hex("abd"), 3, false);
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(BlobTransferTest, DownloadResumesFromPartFileAndVerifies) {
+  const std::string data = Bytes(1234567);
+  freeagent::v1::ArtifactInfo artifact;
+  artifact.set_name("app.tar.gz");
+  artifact.set_size(data.size());
+  artifact.set_sha256(Sha256Hex(data));
+  service_.blobs_[artifact.sha256()] = data;
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/.app.tar.gz.part", data.substr(0, 400000)).ok());
+
+  auto path = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, dir_ + "/app.tar.gz");
+  EXPECT_EQ(*ReadFile(*path), data);
+  EXPECT_EQ(service_.download_offsets_, std::vector<uint64_t>{400000});
+  struct stat st;
+  EXPECT_NE(stat((dir_ + "/.app.tar.gz.part").c_str(), &st), 0) << "part file left behind";
+}
+
+TEST_F(BlobTransferTest, CorruptPartFileIsDataLossAndRemoved) {
+  const std::string data = Bytes(500000);
+  freeagent::v1::ArtifactInfo artifact;
+  artifact.set_name("a.bin");
+  artifact.set_size(data.size());
+  artifact.set_sha256(Sha256Hex(data));
+  service_.blobs_[artifact.sha256()] = data;
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/.a.bin.part", std::string(1000, 'x')).ok());
+
+  auto path = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  EXPECT_EQ(path.status().code(), absl::StatusCode::kDataLoss);
+  struct stat st;
+  EXPECT_NE(stat((dir_ + "/.a.bin.part").c_str(), &st), 0);
+  EXPECT_NE(stat((dir_ + "/a.bin").c_str(), &st), 0);
+  // The next attempt starts over and succeeds.
+  EXPECT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false}).ok());
+}
+
+TEST_F(BlobTransferTest, ExistingDifferentFileNeedsForce) {
+  const std::string data = Bytes(1000);
+  freeagent::v1::ArtifactInfo artifact;
+  artifact.set_name("a.bin");
+  artifact.set_size(data.size());
+  artifact.set_sha256(Sha256Hex(data));
+  service_.blobs_[artifact.sha256()] = data;
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/a.bin", "mine").ok());
+
+  auto refused = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--force"));
+  EXPECT_EQ(*ReadFile(dir_ + "/a.bin"), "mine");
+
+  ASSERT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, {.force = true, .show_progress = false}).ok());
+  EXPECT_EQ(*ReadFile(dir_ + "/a.bin"), data);
+}
+
+TEST(SafeArtifactFileName, NeverLeavesTheDirectory) {
+  EXPECT_EQ(*SafeArtifactFileName("../../etc/passwd"), "passwd");
+  EXPECT_EQ(*SafeArtifactFileName("dist/app.ipa"), "app.ipa");
+  EXPECT_FALSE(SafeArtifactFileName("..").ok());
+  EXPECT_FALSE(SafeArtifactFileName("dir/").ok());
+  EXPECT_FALSE(SafeArtifactFileName("").ok());
+}
+
+}  // namespace
+}  // namespace freeagent::cli

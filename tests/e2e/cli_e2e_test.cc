@@ -1,0 +1,99 @@
+// End to end: the `freeagent` command against a real controller and worker.
+#include <dirent.h>
+
+#include "common/fs.h"
+#include "common/process.h"
+#include "common/sha256.h"
+#include "tests/e2e/e2e_fixture.h"
+
+namespace freeagent::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class CliTest : public E2ETest {
+ protected:
+  void SetUp() override {
+    E2ETest::SetUp();
+    ASSERT_FALSE(HasFatalFailure());
+    StartController();
+    ASSERT_FALSE(HasFatalFailure());
+    ASSERT_NE(StartWorker(), nullptr);
+    FA_ASSERT_OK(client().WaitForWorkers(1, 20s));
+  }
+
+  ProcessResult RunCli(std::vector<std::string> args) {
+    ProcessOptions options;
+    options.argv = {CliBinary(), "--controller", cluster().address()};
+    options.argv.insert(options.argv.end(), args.begin(), args.end());
+    options.deadline = Deadline::After(120s);
+    absl::StatusOr<ProcessResult> result = RunProcess(options);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : ProcessResult{};
+  }
+
+  static std::vector<std::string> Files(const std::string& dir) {
+    std::vector<std::string> names;
+    if (DIR* d = opendir(dir.c_str())) {
+      while (dirent* e = readdir(d)) {
+        std::string name = e->d_name;
+        if (name != "." && name != "..") names.push_back(name);
+      }
+      closedir(d);
+    }
+    return names;
+  }
+};
+
+TEST_F(CliTest, SubmitHelloFollowDownloadSucceedsWithVerifiedArtifact) {
+  FA_ASSERT_OK_AND_ASSIGN(std::string out, cluster().MakeDir("out"));
+  ProcessResult run = RunCli({"submit", SourceDir() + "/examples/hello", "--follow", "--download", out});
+  ASSERT_EQ(run.exit_code, 0) << "stdout:\n" << run.stdout_data << "\nstderr:\n" << run.stderr_data;
+  EXPECT_NE(run.stdout_data.find("hello, free agent"), std::string::npos) << run.stdout_data;
+  EXPECT_NE(run.stderr_data.find("==> SUCCEEDED"), std::string::npos) << run.stderr_data;
+
+  FA_ASSERT_OK_AND_ASSIGN(auto builds, client().List());
+  ASSERT_FALSE(builds.empty());
+  const freeagent::v1::Build& build = builds.front();
+  ASSERT_EQ(build.artifacts_size(), 1) << build.ShortDebugString();
+  EXPECT_EQ(Files(out), std::vector<std::string>{build.artifacts(0).name()});
+  FA_ASSERT_OK_AND_ASSIGN(std::string digest, Sha256File(out + "/" + build.artifacts(0).name()));
+  EXPECT_EQ(digest, build.artifacts(0).sha256());
+
+  // `logs` prints exactly what --follow printed.
+  ProcessResult logs = RunCli({"logs", build.id()});
+  EXPECT_EQ(logs.exit_code, 0) << logs.stderr_data;
+  EXPECT_EQ(logs.stdout_data, run.stdout_data);
+
+  ProcessResult show = RunCli({"show", build.id()});
+  EXPECT_EQ(show.exit_code, 0) << show.stderr_data;
+  EXPECT_NE(show.stdout_data.find("SUCCEEDED"), std::string::npos) << show.stdout_data;
+  EXPECT_NE(show.stdout_data.find(build.artifacts(0).sha256()), std::string::npos) << show.stdout_data;
+
+  // Downloading again into the same directory keeps the verified file; a different one is refused.
+  ProcessResult again = RunCli({"artifacts", build.id(), "-o", out});
+  EXPECT_EQ(again.exit_code, 0) << again.stderr_data;
+  FA_ASSERT_OK(WriteFileAtomic(out + "/" + build.artifacts(0).name(), "something else"));
+  ProcessResult clash = RunCli({"artifacts", build.id(), "-o", out});
+  EXPECT_EQ(clash.exit_code, 2);
+  EXPECT_NE(clash.stderr_data.find("freeagent: FAILED_PRECONDITION"), std::string::npos) << clash.stderr_data;
+  ProcessResult forced = RunCli({"artifacts", build.id(), "-o", out, "--force"});
+  EXPECT_EQ(forced.exit_code, 0) << forced.stderr_data;
+  FA_ASSERT_OK_AND_ASSIGN(digest, Sha256File(out + "/" + build.artifacts(0).name()));
+  EXPECT_EQ(digest, build.artifacts(0).sha256());
+}
+
+TEST_F(CliTest, FailingBuildExitsOneAndUnknownBuildExitsTwo) {
+  FA_ASSERT_OK_AND_ASSIGN(std::string project, cluster().MakeDir("project"));
+  ProcessResult run = RunCli({"submit", project, "--step", "boom=echo about-to-fail; exit 7", "--follow"});
+  EXPECT_EQ(run.exit_code, 1) << run.stderr_data;
+  EXPECT_NE(run.stdout_data.find("about-to-fail"), std::string::npos) << run.stdout_data;
+  EXPECT_NE(run.stderr_data.find("FAILED: step boom exited with 7"), std::string::npos) << run.stderr_data;
+
+  ProcessResult missing = RunCli({"show", "b-000000000000"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.stderr_data.find("freeagent: NOT_FOUND"), std::string::npos) << missing.stderr_data;
+}
+
+}  // namespace
+}  // namespace freeagent::testing
