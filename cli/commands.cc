@@ -95,8 +95,10 @@ absl::StatusOr<std::string> UploadSource(BlobService::Stub* blobs, const std::st
   return digest;
 }
 
+// Downloads every artifact of `build`. Reports each as "<sha256>  <path>" (sha256sum format) on
+// stdout, or as a "==>" line on stderr when stdout carries the log (`to_stderr`).
 absl::Status DownloadAll(BlobService::Stub* blobs, const Build& build, const std::string& dir,
-                         bool force, bool json) {
+                         bool force, bool json, bool to_stderr) {
   if (build.artifacts_size() == 0) {
     Err(absl::StrCat("==> build ", build.id(), " has no artifacts"));
     return absl::OkStatus();
@@ -105,7 +107,10 @@ absl::Status DownloadAll(BlobService::Stub* blobs, const Build& build, const std
   options.force = force;
   for (const auto& artifact : build.artifacts()) {
     ASSIGN_OR_RETURN(std::string path, DownloadArtifact(blobs, artifact, dir, options));
-    if (json) {
+    if (to_stderr) {
+      Err(absl::StrCat("==> downloaded ", path, " (", HumanBytes(artifact.size()), ", sha256 ",
+                       artifact.sha256(), ")"));
+    } else if (json) {
       Out(ToJson(artifact) + "\n");
     } else {
       Out(absl::StrCat(artifact.sha256(), "  ", path, "\n"));
@@ -154,7 +159,7 @@ absl::StatusOr<int> Commands::Submit(const SubmitOptions& options) {
   }
   if (!options.download_dir.empty()) {
     RETURN_IF_ERROR(DownloadAll(blobs.get(), final_build, options.download_dir, options.force,
-                                /*json=*/false));
+                                /*json=*/false, /*to_stderr=*/options.follow));
   }
   return final_build.state() == freeagent::v1::JOB_STATE_SUCCEEDED ? kExitOk : kExitBuildFailed;
 }
@@ -226,7 +231,7 @@ absl::StatusOr<int> Commands::Artifacts(const std::string& id, const std::string
   auto builds = BuildService::NewStub(channel_);
   auto blobs = BlobService::NewStub(channel_);
   ASSIGN_OR_RETURN(Build build, GetBuild(builds.get(), id));
-  RETURN_IF_ERROR(DownloadAll(blobs.get(), build, dir, force, json));
+  RETURN_IF_ERROR(DownloadAll(blobs.get(), build, dir, force, json, /*to_stderr=*/false));
   return kExitOk;
 }
 
