@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The Free Agent demo: builds the project, starts a controller and one worker (local driver) on
+# this machine, submits examples/hello, follows its log live, downloads the artifact and prints
+# its path and sha256. Stops everything it started on exit, also on Ctrl-C.
+# Usage: ./scripts/demo.sh            (build dir: build/, override with BUILD_DIR=...)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+
+say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
+
+./scripts/bootstrap.sh
+export CCACHE_BASEDIR="$ROOT"
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+mkdir -p "$CCACHE_DIR"
+say "building (first time takes a few minutes)"
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD_DIR" -j"$(nproc)" --target freeagent-controller freeagent-worker freeagent
+
+CONTROLLER_BIN="$BUILD_DIR/controller/freeagent-controller"
+WORKER_BIN="$BUILD_DIR/node/freeagent-worker"
+CLI_BIN="$BUILD_DIR/cli/freeagent"
+
+TMP="$(mktemp -d -t freeagent-demo-XXXXXX)"
+OUT="$(mktemp -d -t freeagent-demo-out-XXXXXX)"
+CONTROLLER_PID=""
+WORKER_PID=""
+
+# Stops one process by pid: SIGTERM, then (for the worker) a second SIGTERM that cancels running
+# jobs, then SIGKILL.
+stop_pid() {
+  local pid="$1" name="$2" tries
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for tries in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    [ "$tries" = 25 ] && kill -TERM "$pid" 2>/dev/null
+    sleep 0.2
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name did not stop, killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop_pid "$WORKER_PID" worker
+  stop_pid "$CONTROLLER_PID" controller
+  if [ "$status" -ne 0 ] && [ -d "$TMP" ]; then
+    for log in "$TMP"/controller.log "$TMP"/worker.log; do
+      [ -f "$log" ] && { say "last lines of $log:"; tail -n 20 "$log" >&2; }
+    done
+  fi
+  rm -rf "$TMP"
+  [ "$status" -eq 0 ] || rmdir "$OUT" 2>/dev/null || true
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "starting freeagent-controller (data dir $TMP/data)"
+"$CONTROLLER_BIN" --listen 127.0.0.1:0 --data-dir "$TMP/data" --port-file "$TMP/port" \
+  2>"$TMP/controller.log" &
+CONTROLLER_PID=$!
+for _ in $(seq 150); do
+  [ -s "$TMP/port" ] && break
+  kill -0 "$CONTROLLER_PID" 2>/dev/null || { say "controller exited"; exit 2; }
+  sleep 0.1
+done
+[ -s "$TMP/port" ] || { say "controller did not start serving"; exit 2; }
+ADDRESS="127.0.0.1:$(cat "$TMP/port")"
+export FREEAGENT_CONTROLLER="$ADDRESS"
+say "controller listening on $ADDRESS"
+
+say "starting freeagent-worker (local driver, work dir $TMP/work)"
+"$WORKER_BIN" --controller "$ADDRESS" --name demo-worker --driver local --work-dir "$TMP/work" \
+  2>"$TMP/worker.log" &
+WORKER_PID=$!
+
+say "submitting examples/hello"
+set +e
+"$CLI_BIN" submit "$ROOT/examples/hello" --follow --download "$OUT"
+result=$?
+set -e
+
+if [ "$result" -eq 0 ]; then
+  for artifact in "$OUT"/*; do
+    [ -f "$artifact" ] || continue
+    say "artifact: $artifact"
+    say "sha256:   $(sha256sum "$artifact" | cut -d' ' -f1)"
+  done
+  "$CLI_BIN" list >&2
+else
+  say "the build did not succeed (exit $result)"
+fi
+exit "$result"
