@@ -111,7 +111,7 @@ std::vector<double> MeasureLatency(TestClient& client, Cluster& cluster, const s
       int64_t stamp = 0;
       size_t space = pending.find(' ', start);
       if (space != std::string::npos && space < nl &&
-          absl::SimpleAtoi(std::string_view(pending).substr(start, space - start), &stamp) &&
+          absl::SimpleAtoi(absl::string_view(pending).substr(start, space - start), &stamp) &&
           stamp >= watch_start) {
         latencies_ms.push_back((now - stamp) / 1000.0);
       }
