@@ -9,15 +9,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 
-say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
+if [ -t 2 ]; then
+  say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
+else
+  say() { printf '[demo] %s\n' "$*" >&2; }
+fi
 
-./scripts/bootstrap.sh
+./scripts/bootstrap.sh >&2
 export CCACHE_BASEDIR="$ROOT"
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 mkdir -p "$CCACHE_DIR"
 say "building (first time takes a few minutes)"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD_DIR" -j"$(nproc)" --target freeagent-controller freeagent-worker freeagent
+cmake --build "$BUILD_DIR" -j"$(nproc)" --target freeagent-controller freeagent-worker freeagent >&2
 
 CONTROLLER_BIN="$BUILD_DIR/controller/freeagent-controller"
 WORKER_BIN="$BUILD_DIR/node/freeagent-worker"
@@ -37,7 +41,7 @@ stop_pid() {
   kill -TERM "$pid" 2>/dev/null || true
   for tries in $(seq 50); do
     kill -0 "$pid" 2>/dev/null || break
-    [ "$tries" = 25 ] && kill -TERM "$pid" 2>/dev/null
+    [ "$tries" = 10 ] && kill -TERM "$pid" 2>/dev/null
     sleep 0.2
   done
   if kill -0 "$pid" 2>/dev/null; then
