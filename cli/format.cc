@@ -150,10 +150,12 @@ std::string FormatBuildDetails(const Build& build) {
   std::string state = StateName(build.state());
   if (build.state() == freeagent::v1::JOB_STATE_RUNNING) state = StatusLine(build).substr(4);
   row("state", state);
+  std::string failed;
   if (!build.failed_step().empty()) {
-    row("failed", absl::StrCat("step ", build.failed_step(), " exited with ", build.exit_code()));
+    failed = absl::StrCat("step ", build.failed_step(), " exited with ", build.exit_code());
+    row("failed", failed);
   }
-  if (!build.error().empty()) row("error", build.error());
+  if (!build.error().empty() && build.error() != failed) row("error", build.error());
   row("worker", build.worker_id().empty() ? "-" : build.worker_id());
   row("attempts", absl::StrCat(build.attempt()));
   row("created", LocalTime(build.created_unix_ms()));
