@@ -711,6 +711,13 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
     HandleLogChunk(conn, worker_id, message.log());
     return;
   }
+  if (message.has_result()) {
+    // The attempt's log must be whole and durable before the build is seen as finished. One
+    // fdatasync on this stream's thread, once per attempt; everything else keeps running.
+    if (absl::Status st = logs_.Flush(message.result().job_id(), message.result().attempt()); !st.ok()) {
+      spdlog::error("flushing log of {}: {}", message.result().job_id(), st.ToString());
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto wit = workers_.find(worker_id);

@@ -108,6 +108,19 @@ LogStore::Sizes LogStore::GetSizes(const std::string& job_id, uint32_t attempt) 
   return Sizes{static_cast<uint64_t>(st.st_size), static_cast<uint64_t>(st.st_size)};
 }
 
+absl::Status LogStore::Flush(const std::string& job_id, uint32_t attempt) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = files_.find(Key{job_id, attempt});
+  if (it == files_.end() || it->second->written == it->second->committed) return absl::OkStatus();
+  std::shared_ptr<File> file = it->second;  // stays open while unlocked
+  const uint64_t target = file->written;
+  lock.unlock();
+  if (::fdatasync(file->fd) != 0) return ErrnoStatus(errno, "fdatasync log", PathFor(job_id, attempt));
+  lock.lock();
+  if (target > file->committed) file->committed = target;
+  return absl::OkStatus();
+}
+
 void LogStore::Release(const std::string& job_id, uint32_t attempt) {
   std::lock_guard<std::mutex> lock(mu_);
   const Key key{job_id, attempt};

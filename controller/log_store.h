@@ -56,6 +56,11 @@ class LogStore {
   // Sizes of an attempt's log (0/0 when it has none). Thread-safe.
   Sizes GetSizes(const std::string& job_id, uint32_t attempt);
 
+  // Makes every byte written so far durable now, on the calling thread (one fdatasync), so that a
+  // finished attempt reports its whole log as committed. Commit callbacks still run from the sync
+  // thread.
+  absl::Status Flush(const std::string& job_id, uint32_t attempt);
+
   // Closes the attempt's file once nothing is pending for it.
   void Release(const std::string& job_id, uint32_t attempt);
 

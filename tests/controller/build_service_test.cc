@@ -115,7 +115,7 @@ TEST_F(BuildServiceTest, WorkerRunsBuildAndLogIsExactFromAnyOffset) {
   EXPECT_EQ(job->job_id(), build->id());
   EXPECT_EQ(job->attempt(), 1u);
 
-  const std::string log = RandomBytes(700 * 1024 + 3, 42);
+  const std::string log = RandomBytes(5 * 1000 * 1000 + 3, 42);  // binary, all byte values
   RunJob(worker, *job, log, 64 * 1024);
 
   ASSERT_TRUE(WaitBuild(build->id(), [](const v1::Build& b) { return IsState(b, v1::JOB_STATE_SUCCEEDED); }));
@@ -137,6 +137,25 @@ TEST_F(BuildServiceTest, WorkerRunsBuildAndLogIsExactFromAnyOffset) {
   ASSERT_FALSE(tail.chunks.empty());
   EXPECT_EQ(tail.chunks.front().offset(), middle);
   EXPECT_EQ(tail.log, log.substr(middle));
+}
+
+TEST_F(BuildServiceTest, ResultSentRightAfterTheLogReportsTheWholeLog) {
+  FakeWorker worker(channel_);
+  worker.Hello("w1");
+  auto build = Submit(Spec(source_));
+  ASSERT_TRUE(build.ok());
+  auto job = worker.NextAssign();
+  ASSERT_TRUE(job.has_value());
+  ASSERT_TRUE(worker.Send(FakeWorker::Accepted(*job)));
+  const std::string log = RandomBytes(3 * 1000 * 1000, 11);
+  for (size_t pos = 0; pos < log.size(); pos += 64 * 1024) {
+    ASSERT_TRUE(worker.Send(FakeWorker::Log(job->job_id(), 1, pos, log.substr(pos, 64 * 1024))));
+  }
+  // No waiting for acks: the result follows the last chunk at once.
+  ASSERT_TRUE(worker.Send(FakeWorker::Result(*job, v1::JOB_STATE_SUCCEEDED, log.size())));
+  ASSERT_TRUE(WaitBuild(build->id(), [](const v1::Build& b) { return IsState(b, v1::JOB_STATE_SUCCEEDED); }));
+  EXPECT_EQ(Get(build->id()).log_size(), log.size());
+  EXPECT_EQ(Watch(build->id(), 0).log, log);
 }
 
 TEST_F(BuildServiceTest, LiveWatcherSeesStatusChangesAndLogUntilTheEnd) {
