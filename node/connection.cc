@@ -38,8 +38,8 @@ class ControllerConnection::Stream : public grpc::ClientBidiReactor<v1::WorkerMe
   explicit Stream(ControllerConnection* conn) : conn_(conn) {}
 
   void Begin(v1::WorkerMessage hello) {
+    conn_->stub_->async()->Connect(&context, this);  // binds this reactor; holds may be added after it
     AddHold();  // the call's own hold, released in OnReadDone(false)
-    conn_->stub_->async()->Connect(&context, this);
     StartRead(&read_msg_);
     writing = true;
     write_msg = std::move(hello);
@@ -189,6 +189,7 @@ void ControllerConnection::OnRead(Stream* stream, const v1::ControllerMessage& m
       if (options_.heartbeat_interval.count() == 0 && message.welcome().heartbeat_interval_ms() > 0) {
         heartbeat_interval_ = std::chrono::milliseconds(message.welcome().heartbeat_interval_ms());
       }
+      ++heartbeat_generation_;
       cv_.notify_all();
     }
   }
@@ -271,8 +272,11 @@ void ControllerConnection::ConnectLoop() {
 void ControllerConnection::HeartbeatLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    cv_.wait_for(lock, heartbeat_interval_, [&] { return stopping_; });
-    if (stopping_) break;
+    uint64_t generation = heartbeat_generation_;
+    // A new interval from a Welcome restarts the wait, so the first beat is not 5 s late.
+    if (cv_.wait_for(lock, heartbeat_interval_, [&] { return stopping_ || heartbeat_generation_ != generation; })) {
+      continue;
+    }
     if (!live_) continue;
     lock.unlock();
     v1::WorkerMessage msg;

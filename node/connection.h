@@ -93,6 +93,7 @@ class ControllerConnection : public MessageSink {
   std::deque<freeagent::v1::WorkerMessage> bulk_;
   size_t bulk_bytes_ = 0;
   std::chrono::milliseconds heartbeat_interval_{5000};
+  uint64_t heartbeat_generation_ = 0;  // bumped by each Welcome (a new interval, a new stream)
   std::thread connect_thread_;
   std::thread heartbeat_thread_;
 };

@@ -42,6 +42,14 @@ absl::Status Worker::Start() {
   spdlog::info("worker {} ({}) connecting to {} with {} slots", config_.name, config_.id, config_.controller,
                config_.slots);
   connection_->Start();
+  // Joins the threads of finished jobs as they end, so a long-running worker holds no dead threads.
+  janitor_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!janitor_stop_) {
+      ReapLocked(lock);
+      cv_.wait_for(lock, std::chrono::milliseconds(500));
+    }
+  });
   return absl::OkStatus();
 }
 
@@ -320,6 +328,12 @@ void Worker::Stop() {
     job->log->Close();
     if (job->thread.joinable()) job->thread.join();
   }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    janitor_stop_ = true;
+    cv_.notify_all();
+  }
+  if (janitor_.joinable()) janitor_.join();
   connection_->Stop();
 }
 

@@ -89,6 +89,8 @@ class Worker : public ConnectionHandler {
   bool draining_ = false;
   bool stopped_ = false;
   std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
+  bool janitor_stop_ = false;
+  std::thread janitor_;
 };
 
 }  // namespace freeagent::node
