@@ -99,8 +99,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent>,
       StartWriteLocked();
       return;
     }
-    if (!request_.no_log() && offset_ < snap->log_committed) {
-      absl::Status st = ReadLogLocked(snap->log_path, snap->log_committed);
+    // Bytes are sent once written, before they are durable: if the controller lost them, the worker
+    // (still holding everything unacked) would resend the very same bytes, so watchers never see
+    // anything the stored log will not contain. Only acks to the worker wait for fdatasync.
+    if (!request_.no_log() && offset_ < snap->log_written) {
+      absl::Status st = ReadLogLocked(snap->log_path, snap->log_written);
       if (!st.ok()) {
         FinishLocked(proto::ToGrpcStatus(st));
         return;
@@ -108,18 +111,17 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent>,
       StartWriteLocked();
       return;
     }
-    const bool log_done = request_.no_log() ||
-                          (offset_ >= snap->log_committed && snap->log_written == snap->log_committed);
+    const bool log_done = request_.no_log() || offset_ >= snap->log_written;
     if (snap->terminal && log_done) FinishLocked(grpc::Status::OK);
     // Otherwise idle until Notify().
   }
 
-  absl::Status ReadLogLocked(const std::string& path, uint64_t committed) {
+  absl::Status ReadLogLocked(const std::string& path, uint64_t end) {
     if (fd_ < 0) {
       fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd_ < 0) return absl::InternalError(absl::StrCat("open log ", path, ": ", std::strerror(errno)));
     }
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(kWatchLogChunk, committed - offset_));
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kWatchLogChunk, end - offset_));
     out_.Clear();
     v1::LogData* log = out_.mutable_log();
     log->set_attempt(attempt_);
@@ -135,7 +137,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent>,
       got += static_cast<size_t>(n);
     }
     data->resize(got);
-    if (got == 0) return absl::InternalError(absl::StrCat("log ", path, " is shorter than its committed size"));
+    if (got == 0) return absl::InternalError(absl::StrCat("log ", path, " is shorter than its written size"));
     offset_ += got;
     return absl::OkStatus();
   }

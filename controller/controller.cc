@@ -874,6 +874,7 @@ void Controller::HandleLogChunk(const std::shared_ptr<WorkerConnection>& conn, c
                  job_id, attempt, chunk.offset(), r->written);
   }
   if (!r->pending) conn->Send(make_ack(r->committed));
+  if (r->pending) NotifyWatchers(job_id);  // new bytes: watchers need not wait for the sync
 }
 
 }  // namespace freeagent::controller
