@@ -32,7 +32,7 @@ std::shared_ptr<grpc::Channel> MakeControllerChannel(const std::string& address)
 }
 
 // One Connect call. Holds: one for the call as a whole (released when reading ends) and one per write,
-// because writes are started from outside reactions too. Deleted in OnDone.
+// because writes are started from outside reactions too. Deleted by the connect loop after OnDone.
 class ControllerConnection::Stream : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::ControllerMessage> {
  public:
   explicit Stream(ControllerConnection* conn) : conn_(conn) {}
@@ -63,10 +63,9 @@ class ControllerConnection::Stream : public grpc::ClientBidiReactor<v1::WorkerMe
     RemoveHold();
   }
 
-  void OnDone(const grpc::Status& status) override {
-    conn_->OnStreamDone(this, status);
-    delete this;
-  }
+  // The connect loop deletes the stream, never this reaction: the ClientContext may hold the last
+  // reference to the channel, and a channel must not be destroyed on gRPC's own callback threads.
+  void OnDone(const grpc::Status& status) override { conn_->OnStreamDone(this, status); }
 
   grpc::ClientContext context;
   // Guarded by conn_->mu_.
@@ -247,12 +246,15 @@ void ControllerConnection::ConnectLoop() {
       bulk_bytes_ = 0;
     }
     stream->Begin(std::move(hello));
+    bool stop;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stream_ != stream; });
-      if (stopping_) break;
+      stop = stopping_;
       if (welcomes_ != welcomes_before) backoff = options_.initial_backoff;
     }
+    delete stream;  // OnDone has run; nothing of gRPC refers to it any more
+    if (stop) break;
     // Full jitter in [backoff/2, backoff], so a restarted controller is not hit by every worker at once.
     std::uniform_int_distribution<int64_t> dist(backoff.count() / 2, backoff.count());
     std::chrono::milliseconds wait(dist(rng));
@@ -264,9 +266,6 @@ void ControllerConnection::ConnectLoop() {
     }
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
-  // Wait for a stream cancelled by Stop() to finish before the connection can be destroyed.
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return stream_ == nullptr; });
 }
 
 void ControllerConnection::HeartbeatLoop() {
