@@ -122,7 +122,8 @@ void Worker::OnMessage(const v1::ControllerMessage& message) {
     }
     case v1::ControllerMessage::kDrain:
       spdlog::info("controller asks to drain: {}", message.drain().reason());
-      Drain(std::chrono::seconds(message.drain().timeout_seconds()));
+      // The controller stops giving us builds; the process stays up (and connected) for an operator.
+      StopAccepting(std::chrono::seconds(message.drain().timeout_seconds()));
       break;
     case v1::ControllerMessage::kResultAck: {
       const v1::ResultAck& a = message.result_ack();
@@ -271,10 +272,17 @@ void Worker::ReapLocked(std::unique_lock<std::mutex>& lock) {
   }
 }
 
-void Worker::Drain(std::chrono::seconds timeout) {
+void Worker::StopAccepting(std::chrono::seconds timeout) {
   std::lock_guard<std::mutex> lock(mu_);
   draining_ = true;
   if (timeout.count() > 0) drain_deadline_ = std::chrono::steady_clock::now() + timeout;
+  cv_.notify_all();
+}
+
+void Worker::Drain(std::chrono::seconds timeout) {
+  StopAccepting(timeout);
+  std::lock_guard<std::mutex> lock(mu_);
+  exit_when_idle_ = true;
   cv_.notify_all();
 }
 
@@ -287,7 +295,7 @@ void Worker::Wait() {
       for (auto& [key, job] : jobs_) job->runner->Cancel("worker drain timed out");
       drain_deadline_.reset();
     }
-    if (draining_) {
+    if (exit_when_idle_) {
       if (jobs_.empty()) break;
       bool running = false;
       for (auto& [key, job] : jobs_) running = running || !job->result;

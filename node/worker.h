@@ -33,11 +33,15 @@ class Worker : public ConnectionHandler {
   // Reaps orphans of a previous run, then connects. Returns at once.
   absl::Status Start();
 
-  // Blocks until Drain() finished (no jobs left, results acked) or Stop().
+  // Blocks until Drain() finished (no jobs left, results acked) or Shutdown()/Stop().
   void Wait();
 
-  // No new jobs; running ones finish and their results are delivered; then Wait() returns.
-  // `timeout` > 0: running jobs are cancelled after it.
+  // No new jobs (assignments are rejected "worker is draining"); running ones go on. `timeout` > 0:
+  // running jobs are cancelled after it (enforced while Wait() runs). What a controller DrainWorker does.
+  void StopAccepting(std::chrono::seconds timeout = std::chrono::seconds(0));
+
+  // StopAccepting(), and Wait() returns once running jobs ended and their results were delivered
+  // (SIGTERM/SIGINT).
   void Drain(std::chrono::seconds timeout = std::chrono::seconds(0));
 
   // Cancels every running job (each still cleans up) and makes Wait() return. Does not block.
@@ -87,6 +91,7 @@ class Worker : public ConnectionHandler {
   std::map<std::string, std::unique_ptr<Job>> jobs_;
   uint64_t welcome_generation_ = 0;
   bool draining_ = false;
+  bool exit_when_idle_ = false;
   bool stopped_ = false;
   std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
   bool janitor_stop_ = false;

@@ -286,5 +286,30 @@ TEST_F(WorkerTest, DrainFinishesRunningJobsThenReturns) {
   EXPECT_TRUE(rejected);
 }
 
+TEST_F(WorkerTest, ControllerDrainRejectsNewJobsButKeepsTheWorkerUp) {
+  StartWorker();
+  v1::ControllerMessage drain;
+  drain.mutable_drain()->set_reason("maintenance");
+  ASSERT_TRUE(controller_->Send(drain));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        controller_->Assign(Job("b-444444444444", "true"));
+        std::lock_guard<std::mutex> lock(controller_->mu());
+        for (const auto& m : controller_->messages) {
+          if (m.has_rejected() && m.rejected().reason() == "worker is draining") return true;
+        }
+        return false;
+      },
+      seconds(5)));
+  // Still connected: heartbeats keep coming.
+  int before = 0;
+  {
+    std::lock_guard<std::mutex> lock(controller_->mu());
+    before = controller_->heartbeats;
+  }
+  EXPECT_TRUE(controller_->WaitFor([&] { return controller_->heartbeats > before + 1; }, seconds(3)));
+  EXPECT_TRUE(worker_->connected());
+}
+
 }  // namespace
 }  // namespace freeagent::node
