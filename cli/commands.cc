@@ -177,9 +177,13 @@ absl::StatusOr<int> Commands::Logs(const std::string& id, bool follow_live) {
   FollowOptions follow;
   follow.status = false;
   if (!follow_live) {
+    // A running build's log is printed up to its current size; a finished one's Watch stream
+    // ends by itself after the whole log.
     ASSIGN_OR_RETURN(Build build, GetBuild(builds.get(), id));
-    follow.stop_at_log_size = static_cast<int64_t>(build.log_size());
-    follow.stop_attempt = build.attempt();
+    if (!IsTerminal(build.state())) {
+      follow.stop_at_log_size = static_cast<int64_t>(build.log_size());
+      follow.stop_attempt = build.attempt();
+    }
   }
   RETURN_IF_ERROR(FollowBuild(builds.get(), id, follow).status());
   return kExitOk;
