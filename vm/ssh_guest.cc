@@ -578,6 +578,7 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
       if (line.rfind(kPgidMarker, 0) == 0) {
         pgid = std::atol(line.c_str() + sizeof(kPgidMarker) - 1);
         marker_seen = true;
+        last_output = Clock::now();  // the idle clock starts when the command does
         if (!marker_buf.empty() && req.on_stderr) req.on_stderr(marker_buf);
         marker_buf.clear();
       } else {
@@ -586,15 +587,13 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
     }
   };
 
-  auto start_kill = [&](bool* flag) -> absl::Status {
-    *flag = true;
-    kill_started = true;
+  // TERM goes out once the group id is known (the wrapper reports it first thing); KILL follows after
+  // the grace period.
+  bool term_sent = false;
+  auto send_term = [&]() -> absl::Status {
+    term_sent = true;
     kill_at = Clock::now() + req.kill_grace;
-    if (pgid > 1) {
-      auto st = RunQuick(ss, absl::StrCat("kill -TERM -", pgid, " 2>/dev/null; true"));
-      if (!st.ok()) return st.status();
-    }
-    return absl::OkStatus();
+    return RunQuick(ss, absl::StrCat("kill -TERM -", pgid, " 2>/dev/null; true")).status();
   };
 
   while (true) {
@@ -660,17 +659,18 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
     auto now = Clock::now();
     if (!kill_started) {
       if (req.cancel.IsCancelled()) {
-        RETURN_IF_ERROR(start_kill(&out.result.cancelled));
+        out.result.cancelled = kill_started = true;
       } else if (req.deadline.Expired()) {
-        RETURN_IF_ERROR(start_kill(&out.result.timed_out));
-      } else if (req.idle_timeout.count() > 0 && now - last_output >= req.idle_timeout) {
-        RETURN_IF_ERROR(start_kill(&out.result.idle_timed_out));
+        out.result.timed_out = kill_started = true;
+      } else if (marker_seen && req.idle_timeout.count() > 0 && now - last_output >= req.idle_timeout) {
+        out.result.idle_timed_out = kill_started = true;
       }
-    } else if (pgid <= 1 && marker_seen) {
-      RETURN_IF_ERROR(start_kill(&kill_started));
-    } else if (!kill_sent && now >= kill_at) {
+    }
+    if (kill_started && !term_sent && pgid > 1) {
+      RETURN_IF_ERROR(send_term());
+    } else if (term_sent && !kill_sent && Clock::now() >= kill_at) {
       kill_sent = true;
-      if (pgid > 1) RETURN_IF_ERROR(RunQuick(ss, absl::StrCat("kill -KILL -", pgid, " 2>/dev/null; true")).status());
+      RETURN_IF_ERROR(RunQuick(ss, absl::StrCat("kill -KILL -", pgid, " 2>/dev/null; true")).status());
     }
     if (now - last_keepalive > std::chrono::seconds(1)) {
       last_keepalive = now;
