@@ -42,15 +42,29 @@ JobRunner::JobRunner(v1::BuildJob job, JobRunnerOptions options, vm::VmDriver* d
       options_(std::move(options)),
       driver_(driver),
       blobs_(blobs),
-      callbacks_(std::move(callbacks)) {}
+      callbacks_(std::move(callbacks)),
+      redactor_(SecretValues(job_)) {}
 
 void JobRunner::Cancel(const std::string& reason, std::chrono::seconds grace) {
   if (grace.count() > 0) grace_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(grace).count();
   cancel_.Cancel(reason);
 }
 
-void JobRunner::Log(std::string_view line) {
-  if (callbacks_.log) callbacks_.log(line);
+void JobRunner::Log(std::string_view bytes) {
+  if (!callbacks_.log) return;
+  if (!redactor_.active()) {
+    callbacks_.log(bytes);
+    return;
+  }
+  std::string out = redactor_.Process(bytes);
+  if (!out.empty()) callbacks_.log(out);
+}
+
+std::vector<std::string> JobRunner::SecretValues(const v1::BuildJob& job) {
+  std::vector<std::string> values;
+  for (const auto& [k, v] : job.spec().secret_env()) values.push_back(v);
+  if (!job.spec().signing().p12_password().empty()) values.push_back(job.spec().signing().p12_password());
+  return values;
 }
 
 void JobRunner::EndPhase() {
@@ -142,6 +156,10 @@ v1::JobResult JobRunner::Run() {
     case v1::JOB_STATE_CANCELLED: Log(absl::StrCat("==> build ", outcome.error, "\n")); break;
     case v1::JOB_STATE_TIMED_OUT: Log(absl::StrCat("==> build timed out: ", outcome.error, "\n")); break;
     default: Log(absl::StrCat("==> build error: ", outcome.error, "\n")); break;
+  }
+  if (callbacks_.log) {
+    std::string tail = redactor_.Flush();
+    if (!tail.empty()) callbacks_.log(tail);
   }
   result.set_outcome(outcome.state);
   result.set_exit_code(outcome.exit_code);

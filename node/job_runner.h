@@ -16,6 +16,7 @@
 #include "common/deadline.h"
 #include "freeagent/v1/common.pb.h"
 #include "freeagent/v1/worker.pb.h"
+#include "node/redactor.h"
 #include "vm/vm_driver.h"
 
 namespace freeagent::node {
@@ -66,13 +67,17 @@ class JobRunner {
   void EnterPhase(freeagent::v1::Phase phase, const std::string& message, uint32_t step_index = 0,
                   const std::string& step_name = "");
   void EndPhase();
-  void Log(std::string_view line);
+  // Everything that goes into the log passes here, so secrets are redacted from step output and
+  // the worker's own lines alike.
+  void Log(std::string_view bytes);
+  static std::vector<std::string> SecretValues(const freeagent::v1::BuildJob& job);
 
   freeagent::v1::BuildJob job_;
   JobRunnerOptions options_;
   vm::VmDriver* driver_;
   artifacts::BlobClient* blobs_;
   JobCallbacks callbacks_;
+  Redactor redactor_;  // used on the job thread only
 
   CancellationToken cancel_;
   std::atomic<bool> timed_out_{false};

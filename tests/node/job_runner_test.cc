@@ -126,6 +126,8 @@ TEST_F(JobRunnerTest, BuildsSourceAndUploadsArtifacts) {
   EXPECT_TRUE(absl::StrContains(log, "built\n")) << log;
   EXPECT_TRUE(absl::StrContains(log, "==> step 2/2: check\n")) << log;
   EXPECT_TRUE(absl::StrContains(log, "mode release")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "secret is ***,")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "s3cr3t")) << log;
 
   // Every phase ran, in order, with a timestamp, and was reported as progress.
   std::vector<v1::Phase> phases;
