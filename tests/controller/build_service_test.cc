@@ -478,6 +478,25 @@ TEST_F(LivenessTest, LastAttemptLostEndsInError) {
   EXPECT_NE(Get(build->id()).error().find("worker lost"), std::string::npos);
 }
 
+TEST_F(LivenessTest, AfterRestartARunningAttemptWhoseWorkerStaysAwayIsRequeued) {
+  auto build = Submit(Spec(source_));
+  ASSERT_TRUE(build.ok());
+  {
+    FakeWorker worker(channel_);
+    worker.Hello("w1");
+    auto job = worker.NextAssign();
+    ASSERT_TRUE(job.has_value());
+    ASSERT_TRUE(worker.Send(FakeWorker::Accepted(*job)));
+    ASSERT_TRUE(WaitBuild(build->id(), [](const v1::Build& b) { return IsState(b, v1::JOB_STATE_RUNNING); }));
+  }
+  StopServer();
+  StartServer();
+  EXPECT_EQ(Get(build->id()).state(), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(WaitBuild(build->id(), [](const v1::Build& b) {
+    return b.attempt() == 2 && b.state() == v1::JOB_STATE_QUEUED;
+  }, 3s));
+}
+
 TEST_F(LivenessTest, HeartbeatsKeepAWorkerOnline) {
   FakeWorker worker(channel_);
   worker.Hello("w1");
