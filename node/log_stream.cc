@@ -88,7 +88,8 @@ bool LogStream::Flush(std::chrono::milliseconds timeout) {
   flush_requested_ = true;
   cv_.notify_all();
   // Without a live stream nothing can be handed over until the next rewind.
-  return cv_.wait_for(lock, timeout, [&] { return closed_ || paused_ || sent_ >= end_; }) && sent_ >= end_;
+  auto all_handed = [&] { return sent_ >= end_ && !sending_; };
+  return cv_.wait_for(lock, timeout, [&] { return closed_ || paused_ || all_handed(); }) && all_handed();
 }
 
 bool LogStream::WaitAcked(std::chrono::milliseconds timeout) {
@@ -121,9 +122,11 @@ void LogStream::FlusherLoop() {
     sent_ += n;
     oldest_unsent_ = std::chrono::steady_clock::now();
     uint64_t generation = rewinds_;
+    sending_ = true;
     lock.unlock();
     bool ok = sink_->Send(std::move(msg));
     lock.lock();
+    sending_ = false;
     if (!ok && generation == rewinds_) paused_ = true;
     if (sent_ >= end_) flush_requested_ = false;
     cv_.notify_all();

@@ -74,6 +74,7 @@ class LogStream {
   uint64_t rewinds_ = 0;       // generation: a failed send before a rewind must not pause after it
   bool paused_ = false;        // no live stream: wait for the next Rewind
   bool flush_requested_ = false;
+  bool sending_ = false;       // a chunk is being handed to the sink (outside the lock)
   bool closed_ = false;
   std::chrono::steady_clock::time_point oldest_unsent_;
   std::thread flusher_;
