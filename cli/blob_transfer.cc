@@ -9,7 +9,6 @@
 
 #include <grpcpp/client_context.h>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "cli/client.h"
 #include "cli/progress.h"

@@ -8,7 +8,6 @@
 
 #include <grpcpp/client_context.h>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "cli/blob_transfer.h"
 #include "cli/client.h"
