@@ -1,5 +1,7 @@
 #include "node/worker.h"
 
+#include <set>
+
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -142,9 +144,11 @@ void Worker::OnMessage(const v1::ControllerMessage& message) {
 
 void Worker::HandleWelcome(const v1::Welcome& welcome) {
   std::lock_guard<std::mutex> lock(mu_);
+  std::set<std::string> mentioned;
   for (const v1::JobDirective& d : welcome.jobs()) {
     auto it = jobs_.find(Key(d.job_id(), d.attempt()));
     if (it == jobs_.end()) continue;
+    mentioned.insert(it->first);
     Job& job = *it->second;
     if (d.action() == v1::JobDirective::ACTION_ABANDON) {
       spdlog::info("abandoning {} attempt {}", d.job_id(), d.attempt());
@@ -154,6 +158,11 @@ void Worker::HandleWelcome(const v1::Welcome& welcome) {
       continue;
     }
     job.log->Rewind(d.committed_offset());
+  }
+  // A job the controller did not mention: carry on from the last offset it acked to us; it drops
+  // whatever it already has.
+  for (auto& [key, job] : jobs_) {
+    if (mentioned.count(key) == 0 && !job->abandoned) job->log->Rewind(0);
   }
   // Job threads holding a result deliver it again on this stream.
   ++welcome_generation_;
@@ -245,8 +254,10 @@ void Worker::RunJob(Job* job) {
       *msg.mutable_result() = result;
       bool sent = flushed && connection_->Send(std::move(msg));
       lock.lock();
-      if (sent) delivered_for = generation;
-      continue;
+      if (sent) {
+        delivered_for = generation;
+        continue;
+      }
     }
     cv_.wait_for(lock, std::chrono::milliseconds(100));
   }
