@@ -122,6 +122,13 @@ void Controller::Stop() {
   liveness_cv_.notify_all();
   if (liveness_thread_.joinable()) liveness_thread_.join();
   for (auto& conn : conns) conn->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller is shutting down"));
+  // Watchers find Snapshot() refusing and end their calls, so shutdown need not wait for them.
+  std::vector<std::string> watched;
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    for (const auto& [id, list] : watchers_) watched.push_back(id);
+  }
+  for (const std::string& id : watched) NotifyWatchers(id);
   logs_.Stop();
 }
 
@@ -568,6 +575,7 @@ absl::StatusOr<v1::Build> Controller::Cancel(const std::string& id, const std::s
 
 absl::StatusOr<WatchSnapshot> Controller::Snapshot(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (stopped_) return absl::UnavailableError("controller is shutting down");
   Job* job = FindLocked(id);
   if (!job) return NotFound(id);
   WatchSnapshot snap;

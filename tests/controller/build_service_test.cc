@@ -408,6 +408,19 @@ TEST_F(BuildServiceTest, NewConnectionOfSameWorkerReplacesTheOld) {
   EXPECT_TRUE(second.NextAssign().has_value());
 }
 
+TEST_F(BuildServiceTest, ShutdownEndsWatchersPromptly) {
+  auto build = Submit(Spec(source_));
+  ASSERT_TRUE(build.ok());
+  WatchResult w;
+  std::thread watcher([&] { w = Watch(build->id(), 0, 30s); });
+  std::this_thread::sleep_for(200ms);
+  const auto start = std::chrono::steady_clock::now();
+  server_->Shutdown(10s);
+  watcher.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+  EXPECT_EQ(w.status.error_code(), grpc::StatusCode::UNAVAILABLE) << w.status.error_message();
+}
+
 class LivenessTest : public BuildServiceTest {
  protected:
   void SetUp() override {
