@@ -183,8 +183,12 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Create(const std::string& name
 }
 
 Cluster::~Cluster() {
-  // Workers first so they do not spin reconnecting to a dead controller.
-  for (auto& worker : workers_) worker->Stop(std::chrono::seconds(5));
+  // Workers first so they do not spin reconnecting to a dead controller. The first SIGTERM
+  // drains; a second one cancels whatever still runs, so no step outlives the test.
+  for (auto& worker : workers_) worker->Signal(SIGTERM);
+  for (auto& worker : workers_) {
+    if (!worker->Wait(std::chrono::seconds(2)).has_value()) worker->Stop(std::chrono::seconds(5));
+  }
   if (controller_) controller_->Stop(std::chrono::seconds(5));
   if (std::getenv("FREEAGENT_KEEP_TEST_DIRS") == nullptr) {
     RemoveTree(root_).IgnoreError();
