@@ -143,7 +143,7 @@ v1::JobResult JobRunner::Run() {
 
   Outcome outcome = RunPhases(&result);
 
-  EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
+  if (phase_.load() != v1::PHASE_CLEANING_UP) EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
   if (!job_dir_.empty()) {
     absl::Status s = RemoveTree(job_dir_);
     if (!s.ok()) Log(absl::StrCat("==> cleanup: ", s.message(), "\n"));
@@ -209,6 +209,11 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
   std::chrono::seconds grace = spec.cancel_grace_seconds() > 0 ? std::chrono::seconds(spec.cancel_grace_seconds())
                                                                : options_.default_kill_grace;
   vm::VmLease lease(std::move(*created), grace);
+  // Runs before the lease's destructor on every early return, so stopping and destroying the machine
+  // is timed (and reported) as cleanup.
+  absl::Cleanup cleanup_phase = [this] {
+    if (phase_.load() != v1::PHASE_CLEANING_UP) EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
+  };
   s = lease->Start(deadline_, cancel_);
   if (!s.ok()) return FromStatus(s, v1::JOB_STATE_ERROR);
 

@@ -163,6 +163,12 @@ TEST_F(JobRunnerTest, FailingStepStopsLaterSteps) {
   EXPECT_TRUE(absl::StrContains(log, "failing\n"));
   EXPECT_FALSE(absl::StrContains(log, "third-ran")) << log;
   EXPECT_FALSE(absl::StrContains(log, "step 3/3")) << log;
+  // Cleanup is the last phase, timed once, also on the failure path.
+  ASSERT_GT(result.phases_size(), 0);
+  EXPECT_EQ(result.phases(result.phases_size() - 1).phase(), v1::PHASE_CLEANING_UP);
+  int cleanups = 0;
+  for (const auto& p : result.phases()) cleanups += p.phase() == v1::PHASE_CLEANING_UP;
+  EXPECT_EQ(cleanups, 1);
   ExpectCleanedUp();
 }
 
