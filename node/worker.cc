@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/fs.h"
 #include "vm/local_driver.h"
 
 namespace freeagent::node {
@@ -41,6 +42,9 @@ absl::Status Worker::Start() {
     absl::Status s = driver_->DestroyOwned(name);
     if (!s.ok()) spdlog::warn("could not remove {}: {}", name, std::string(s.message()));
   }
+  // No job runs yet, so every job dir is a leftover of a crash (and may hold a source or secrets).
+  absl::Status cleared = RemoveTree(config_.work_dir + "/jobs");
+  if (!cleared.ok()) return cleared;
   spdlog::info("worker {} ({}) connecting to {} with {} slots", config_.name, config_.id, config_.controller,
                config_.slots);
   connection_->Start();

@@ -101,6 +101,15 @@ class WorkerTest : public ::testing::Test {
   std::unique_ptr<Worker> worker_;
 };
 
+TEST_F(WorkerTest, StartRemovesLeftoversOfACrash) {
+  ASSERT_TRUE(MakeDirs(root_ + "/work/jobs/b-old-1-abc").ok());
+  ASSERT_TRUE(MakeDirs(root_ + "/work/vms/freeagent-test-worker-b-old-1-xyz").ok());
+  ASSERT_TRUE(MakeDirs(root_ + "/work/vms/other-thing").ok());
+  StartWorker();
+  EXPECT_EQ(CountEntries(root_ + "/work/jobs"), 0u);
+  EXPECT_EQ(CountEntries(root_ + "/work/vms"), 1u);  // only what carries our prefix is ours
+}
+
 TEST_F(WorkerTest, HelloStatesIdentityAndCapacity) {
   StartWorker(3);
   std::lock_guard<std::mutex> lock(controller_->mu());
