@@ -14,8 +14,32 @@
 namespace freeagent::node {
 namespace {
 
-const std::vector<std::string> kKnownKeys = {"controller", "name",    "id",    "labels",
-                                             "slots",      "work_dir", "driver", "heartbeat_interval_ms"};
+const std::vector<std::string> kKnownKeys = {"controller", "name",   "id",
+                                             "labels",     "slots",  "work_dir",
+                                             "driver",     "static", "heartbeat_interval_ms"};
+const std::vector<std::string> kStaticKeys = {"host",      "port",           "user",
+                                              "key",       "host_key_fingerprint", "known_hosts",
+                                              "workspace_root", "reset_command", "connect_timeout_seconds"};
+
+// The [static] table: an existing machine reached over SSH.
+absl::Status ApplyStaticToml(const ConfigReader& r, vm::StaticDriverConfig* c) {
+  RETURN_IF_ERROR(r.RejectUnknown("static", kStaticKeys));
+  RETURN_IF_ERROR(r.Get("static.host", &c->ssh.host));
+  uint32_t port = static_cast<uint32_t>(c->ssh.port);
+  RETURN_IF_ERROR(r.Get("static.port", &port));
+  if (port == 0 || port > 65535) return r.Error("static.port", absl::StrCat("must be 1..65535, got ", port));
+  c->ssh.port = static_cast<int>(port);
+  RETURN_IF_ERROR(r.Get("static.user", &c->ssh.user));
+  RETURN_IF_ERROR(r.Get("static.key", &c->ssh.private_key_path));
+  RETURN_IF_ERROR(r.Get("static.host_key_fingerprint", &c->ssh.host_key_fingerprint));
+  RETURN_IF_ERROR(r.Get("static.known_hosts", &c->ssh.known_hosts_path));
+  RETURN_IF_ERROR(r.Get("static.workspace_root", &c->workspace_root));
+  RETURN_IF_ERROR(r.Get("static.reset_command", &c->reset_command));
+  uint32_t connect_s = static_cast<uint32_t>(c->ssh.connect_timeout.count() / 1000);
+  RETURN_IF_ERROR(r.Get("static.connect_timeout_seconds", &connect_s));
+  c->ssh.connect_timeout = std::chrono::seconds(connect_s);
+  return absl::OkStatus();
+}
 
 absl::Status ParseLabel(const std::string& kv, const std::string& source, std::map<std::string, std::string>* out) {
   size_t eq = kv.find('=');
@@ -60,7 +84,7 @@ void AddWorkerFlags(CLI::App& app, WorkerFlags* f) {
   app.add_option("--label", f->labels, "label k=v (repeatable)");
   app.add_option("--slots", f->slots, "concurrent jobs (default 2)");
   app.add_option("--work-dir", f->work_dir, "work directory (default ./.freeagent-worker)");
-  app.add_option("--driver", f->driver, "VM driver: local");
+  app.add_option("--driver", f->driver, "VM driver: local or static (configured in the [static] table)");
   app.add_option("--heartbeat-interval-ms", f->heartbeat_interval_ms,
                  "heartbeat interval (default: what the controller says)");
 }
@@ -77,6 +101,7 @@ absl::Status ApplyWorkerToml(const std::string& text, const std::string& source,
   RETURN_IF_ERROR(r.Get("work_dir", &config->work_dir));
   RETURN_IF_ERROR(r.Get("driver", &config->driver));
   RETURN_IF_ERROR(r.Get("heartbeat_interval_ms", &config->heartbeat_interval_ms));
+  RETURN_IF_ERROR(ApplyStaticToml(r, &config->static_driver));
   return ValidateWorkerConfig(*config, source);
 }
 
@@ -85,9 +110,13 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c, const std::string& sour
   if (c.slots < 1 || c.slots > 64) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": key slots: must be 1..64, got ", c.slots));
   }
-  if (c.driver != "local") {
+  if (c.driver != "local" && c.driver != "static") {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": key driver: unknown driver \"", c.driver, "\" (available: local)"));
+        absl::StrCat(source, ": key driver: unknown driver \"", c.driver, "\" (available: local, static)"));
+  }
+  if (c.driver == "static") {
+    absl::Status s = vm::StaticDriver::Validate(c.static_driver);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": [static]: ", s.message()));
   }
   if (c.work_dir.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": key work_dir: empty"));
   for (const auto& [k, v] : c.labels) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "vm/static_driver.h"
 
 namespace CLI {
 class App;
@@ -23,8 +24,9 @@ struct WorkerConfig {
   std::map<std::string, std::string> labels;  // os/arch added unless configured
   uint32_t slots = 2;
   std::string work_dir = "./.freeagent-worker";
-  std::string driver = "local";
+  std::string driver = "local";               // local | static
   uint32_t heartbeat_interval_ms = 0;         // 0 = what the controller's Welcome says
+  vm::StaticDriverConfig static_driver;       // the [static] table, used when driver = "static"
 };
 
 // Flags as given; an empty optional means "not on the command line".

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "vm/local_driver.h"
+#include "vm/static_driver.h"
 
 namespace freeagent::node {
 
@@ -22,7 +23,13 @@ std::string Worker::Key(const std::string& job_id, uint32_t attempt) { return ab
 Worker::Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver, ConnectionOptions connection_options,
                LogStreamOptions log_options)
     : config_(std::move(config)), driver_(std::move(driver)), log_options_(log_options) {
-  if (!driver_) driver_ = std::make_unique<vm::LocalDriver>(config_.work_dir + "/vms");
+  if (!driver_) {
+    if (config_.driver == "static") {
+      driver_ = std::make_unique<vm::StaticDriver>(config_.static_driver);
+    } else {
+      driver_ = std::make_unique<vm::LocalDriver>(config_.work_dir + "/vms");
+    }
+  }
   if (config_.heartbeat_interval_ms > 0) {
     connection_options.heartbeat_interval = std::chrono::milliseconds(config_.heartbeat_interval_ms);
   }
@@ -36,7 +43,11 @@ Worker::~Worker() { Stop(); }
 absl::Status Worker::Start() {
   std::string prefix = absl::StrCat("freeagent-", config_.name, "-");
   absl::StatusOr<std::vector<std::string>> orphans = driver_->ListOwned(prefix);
-  if (!orphans.ok()) return orphans.status();
+  if (!orphans.ok()) {
+    // A machine that is down now may be back before the first job; the job will say so if not.
+    spdlog::warn("could not list leftovers of an earlier run: {}", std::string(orphans.status().message()));
+    orphans = std::vector<std::string>{};
+  }
   for (const std::string& name : *orphans) {
     spdlog::info("removing {} left by an earlier run", name);
     absl::Status s = driver_->DestroyOwned(name);

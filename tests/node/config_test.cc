@@ -117,3 +117,41 @@ TEST(WorkerConfig, BadLabelFlag) {
 
 }  // namespace
 }  // namespace freeagent::node
+
+namespace freeagent::node {
+namespace {
+
+TEST(WorkerConfig, StaticDriverTableIsRead) {
+  WorkerConfig c;
+  absl::Status s = ApplyWorkerToml(
+      "driver = \"static\"\n[static]\nhost = \"mac1.local\"\nport = 2222\nuser = \"builder\"\n"
+      "key = \"/etc/freeagent/id_ed25519\"\nhost_key_fingerprint = \"SHA256:abc\"\n"
+      "workspace_root = \"/Users/builder/jobs\"\nreset_command = \"rm -rf ~/Library/Caches/x\"\n",
+      "mac.toml", &c);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(c.driver, "static");
+  EXPECT_EQ(c.static_driver.ssh.host, "mac1.local");
+  EXPECT_EQ(c.static_driver.ssh.port, 2222);
+  EXPECT_EQ(c.static_driver.ssh.user, "builder");
+  EXPECT_EQ(c.static_driver.ssh.private_key_path, "/etc/freeagent/id_ed25519");
+  EXPECT_EQ(c.static_driver.ssh.host_key_fingerprint, "SHA256:abc");
+  EXPECT_EQ(c.static_driver.workspace_root, "/Users/builder/jobs");
+  EXPECT_EQ(c.static_driver.reset_command, "rm -rf ~/Library/Caches/x");
+}
+
+TEST(WorkerConfig, StaticDriverNeedsAPinnedHostKeyAndKnownKeys) {
+  WorkerConfig c;
+  absl::Status s = ApplyWorkerToml(
+      "driver = \"static\"\n[static]\nhost = \"h\"\nuser = \"u\"\nkey = \"/k\"\n", "mac.toml", &c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "mac.toml: [static]")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "pinned")) << s;
+
+  WorkerConfig d;
+  s = ApplyWorkerToml("[static]\nhots = \"h\"\n", "typo.toml", &d);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "static.hots")) << s;
+}
+
+}  // namespace
+}  // namespace freeagent::node

@@ -259,7 +259,7 @@ absl::StatusOr<ChildProcess*> Cluster::StartWorker(WorkerOptions options) {
   }
   std::string log = absl::StrCat(root_, "/worker-", options.name, ".log");
   std::vector<std::string> argv = {WorkerBinary(), "--controller", address_, "--name", options.name,
-                                   "--work-dir", options.work_dir, "--driver", "local"};
+                                   "--work-dir", options.work_dir, "--driver", options.driver};
   for (const std::string& label : options.labels) argv.insert(argv.end(), {"--label", label});
   if (options.slots > 0) argv.insert(argv.end(), {"--slots", std::to_string(options.slots)});
   if (options.heartbeat_interval_ms > 0) {

@@ -75,6 +75,7 @@ struct WorkerOptions {
   int slots = 0;                    // 0 = binary default
   std::string work_dir;             // empty = a fresh dir under the cluster root
   int heartbeat_interval_ms = 0;
+  std::string driver = "local";     // "static" needs a [static] table in a --config file
   std::vector<std::string> extra_args;
 };
 
