@@ -46,8 +46,11 @@ class StaticVm : public Vm {
     return absl::OkStatus();  // the machine is already running
   }
 
+  void SetProgressSink(std::function<void(const std::string&)> sink) override { progress_ = std::move(sink); }
+
   absl::Status WaitReady(const Deadline& deadline, const CancellationToken& cancel) override {
     SshConfig ssh = config_.ssh;
+    ssh.on_progress = progress_;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.Remaining());
     ssh.connect_timeout = std::min(ssh.connect_timeout, left);
     ASSIGN_OR_RETURN(guest_, SshGuest::Connect(ssh, cancel));
@@ -90,6 +93,7 @@ class StaticVm : public Vm {
   std::string name_;
   std::string workspace_;
   std::unique_ptr<SshGuest> guest_;
+  std::function<void(const std::string&)> progress_;
   bool destroyed_ = false;
 };
 

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,10 @@ class Vm {
 
   // SSH endpoint of a ready VM, if the driver uses SSH.
   virtual SshEndpoint endpoint() const { return {}; }
+
+  // Where the Vm reports progress worth a line in the job's timeline while it starts or waits (e.g.
+  // "ssh: waiting for builder@127.0.0.1:2222 (attempt 3, 2.1 s)"). Set before Start; may be ignored.
+  virtual void SetProgressSink(std::function<void(const std::string&)> sink) { (void)sink; }
 
   // True (with a description) if the machine ended on its own: a crashed VM.
   virtual bool Exited(std::string* why) { (void)why; return false; }
