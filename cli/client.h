@@ -11,7 +11,6 @@
 namespace freeagent::cli {
 
 inline constexpr char kDefaultController[] = "127.0.0.1:7070";
-inline constexpr int kMaxMessageBytes = 8 * 1024 * 1024;
 
 // The address to dial: `flag` if set, else $FREEAGENT_CONTROLLER if set, else kDefaultController.
 std::string ResolveControllerAddress(const std::string& flag);

@@ -8,27 +8,18 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "proto/channel.h"
 
 namespace freeagent::node {
 
 namespace v1 = ::freeagent::v1;
 
-namespace {
-constexpr int kMaxMessageBytes = 8 * 1024 * 1024;
-}
-
 std::shared_ptr<grpc::Channel> MakeControllerChannel(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  grpc::ChannelArguments args = proto::ControllerChannelArguments();
   // Our own loop backs off between streams; keep the channel's reconnects quick behind it.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return proto::MakeControllerChannel(address, args);
 }
 
 // One Connect call. Holds: one for the call as a whole (released when reading ends) and one per write,
