@@ -73,7 +73,7 @@ absl::StatusOr<WorkspaceListing> ListWorkspace(vm::Guest& guest, const std::stri
 
 absl::StatusOr<std::vector<std::string>> SelectFiles(const WorkspaceListing& listing,
                                                      const std::vector<v1::ArtifactRule>& rules,
-                                                     const std::function<void(std::string_view)>& log) {
+                                                     const std::function<void(std::string_view)>& note) {
   std::vector<std::string> selected;
   std::set<std::string> seen;
   std::set<std::string> warned;
@@ -86,9 +86,7 @@ absl::StatusOr<std::vector<std::string>> SelectFiles(const WorkspaceListing& lis
     }
     for (const std::string& l : listing.symlinks) {
       if (!GlobMatch(rule.glob(), l)) continue;
-      if (warned.insert(l).second && log) {
-        log(absl::StrCat("==> warning: artifact ", l, " is a symlink; skipped\n"));
-      }
+      if (warned.insert(l).second && note) note(absl::StrCat("warning: artifact ", l, " is a symlink; skipped"));
     }
     if (!matched && !rule.optional()) {
       return absl::FailedPreconditionError(
@@ -104,7 +102,7 @@ absl::StatusOr<std::vector<CollectedFile>> Collect(vm::Guest& guest, const std::
   std::vector<CollectedFile> collected;
   if (rules.empty()) return collected;
   ASSIGN_OR_RETURN(WorkspaceListing listing, ListWorkspace(guest, workspace, options.cancel));
-  ASSIGN_OR_RETURN(std::vector<std::string> selected, SelectFiles(listing, rules, options.log));
+  ASSIGN_OR_RETURN(std::vector<std::string> selected, SelectFiles(listing, rules, options.note));
   uint64_t total = 0;
   for (size_t i = 0; i < selected.size(); ++i) {
     const std::string& rel = selected[i];
@@ -128,8 +126,8 @@ absl::StatusOr<std::vector<CollectedFile>> Collect(vm::Guest& guest, const std::
     file.size = t->size;
     file.sha256 = t->sha256;
     total += file.size;
-    if (options.log) {
-      options.log(absl::StrCat("==> artifact ", rel, " (", file.size, " bytes, sha256 ", file.sha256, ")\n"));
+    if (options.note) {
+      options.note(absl::StrCat("artifact ", rel, " (", file.size, " bytes, sha256 ", file.sha256, ")"));
     }
     collected.push_back(std::move(file));
   }

@@ -34,7 +34,9 @@ struct CollectOptions {
   uint64_t default_max_bytes = 4ull << 30;  // per artifact, when a rule says 0
   uint64_t max_total_bytes = 16ull << 30;   // all artifacts of a job
   std::string download_dir;                 // host dir the files are downloaded into (must exist)
-  std::function<void(std::string_view line)> log;  // worker lines for the job log (with '\n'); may be null
+  // The collector's notes for the job's progress, one line each without '\n' (a skipped symlink, each
+  // collected file); never part of the job log. May be null.
+  std::function<void(std::string_view text)> note;
   CancellationToken cancel;
 };
 
@@ -46,10 +48,10 @@ struct CollectedFile {
 };
 
 // Which listed files the rules select, in listing order, each at most once. A symlink matched by a rule
-// is skipped with a warning line. A required rule with no match -> FAILED_PRECONDITION naming the glob.
+// is skipped with a warning note. A required rule with no match -> FAILED_PRECONDITION naming the glob.
 absl::StatusOr<std::vector<std::string>> SelectFiles(const WorkspaceListing& listing,
                                                      const std::vector<freeagent::v1::ArtifactRule>& rules,
-                                                     const std::function<void(std::string_view)>& log);
+                                                     const std::function<void(std::string_view)>& note);
 
 // ListWorkspace + SelectFiles + download of each (size limits enforced: RESOURCE_EXHAUSTED naming it).
 absl::StatusOr<std::vector<CollectedFile>> Collect(vm::Guest& guest, const std::string& workspace,

@@ -76,8 +76,7 @@ absl::StatusOr<Build> FollowBuild(freeagent::v1::BuildService::StubInterface* bu
         if (options.json) {
           WriteLine(options.log_out, ToJson(event));
         } else if (options.status) {
-          std::string line = tracker.Next(last);
-          if (!line.empty()) WriteLine(options.status_out, line);
+          for (const std::string& line : tracker.Lines(last)) WriteLine(options.status_out, line);
         }
         continue;
       }
@@ -133,8 +132,7 @@ absl::StatusOr<Build> FollowBuild(freeagent::v1::BuildService::StubInterface* bu
       if (!get_status.ok()) return freeagent::proto::FromGrpcStatus(get_status);
       if (IsTerminal(build.state())) {
         if (options.status && !options.json) {
-          std::string line = tracker.Next(build);
-          if (!line.empty()) WriteLine(options.status_out, line);
+          for (const std::string& line : tracker.Lines(build)) WriteLine(options.status_out, line);
         }
         return build;
       }

@@ -1,5 +1,5 @@
 // Following a build through BuildService.Watch: log bytes in order without gaps or repeats
-// (also across attempts and reconnects), status changes as short lines.
+// (also across attempts and reconnects), status changes and the worker's notes as short "==> " lines.
 #pragma once
 
 #include <cstdio>
@@ -12,7 +12,7 @@ namespace freeagent::cli {
 
 struct FollowOptions {
   bool log = true;            // write log bytes raw to `log_out`
-  bool status = true;         // write status lines to `status_out`
+  bool status = true;         // write status and note lines to `status_out`
   bool json = false;          // write every event as a JSON line to `log_out` instead
   // Stop once the log holds this many bytes of `stop_attempt` (for `logs` without -f);
   // -1 = follow until the build ends.

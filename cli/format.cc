@@ -133,11 +133,34 @@ std::string StatusLine(const Build& build) {
   return line;
 }
 
+std::string NoteLine(const Build& build) {
+  if (build.message().empty()) return "";
+  return "==> " + build.message();
+}
+
 std::string StatusLineTracker::Next(const Build& build) {
   std::string line = StatusLine(build);
   if (line == last_) return "";
   last_ = line;
   return line;
+}
+
+std::string StatusLineTracker::NextNote(const Build& build) {
+  if (build.message().empty()) return "";
+  std::string key = absl::StrCat(build.attempt(), "\n", build.message());
+  if (key == last_note_) return "";
+  last_note_ = std::move(key);
+  return NoteLine(build);
+}
+
+std::vector<std::string> StatusLineTracker::Lines(const Build& build) {
+  std::string status = Next(build);
+  std::string note = NextNote(build);
+  std::vector<std::string> lines;
+  if (IsTerminal(build.state())) std::swap(status, note);
+  if (!status.empty()) lines.push_back(std::move(status));
+  if (!note.empty()) lines.push_back(std::move(note));
+  return lines;
 }
 
 std::string FormatBuildDetails(const Build& build) {
@@ -163,6 +186,7 @@ std::string FormatBuildDetails(const Build& build) {
   row("finished", LocalTime(build.finished_unix_ms()));
   row("duration", Elapsed(build));
   row("log", HumanBytes(build.log_size()));
+  if (!IsTerminal(build.state()) && !build.message().empty()) row("note", build.message());
   if (!build.spec().required_labels().empty()) row("labels", Labels(build.spec().required_labels()));
   if (build.spec().steps_size() > 0) {
     out += "steps:\n";

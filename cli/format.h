@@ -30,17 +30,27 @@ std::string FormatDuration(int64_t millis);
 // "==> FAILED: step build exited with 2".
 std::string StatusLine(const freeagent::v1::Build& build);
 
-// Prints a status line only when what it says changes.
+// The line showing the worker's latest note (`Build.message`), e.g. "==> build succeeded"; "" if none.
+std::string NoteLine(const freeagent::v1::Build& build);
+
+// Prints a status line only when what it says changes, and each note of an attempt once.
 class StatusLineTracker {
  public:
   // Returns the line to print for `build`, or "" if nothing visible changed.
   std::string Next(const freeagent::v1::Build& build);
+  // Returns the note line to print for `build`, or "" if it has no note or it was shown already.
+  std::string NextNote(const freeagent::v1::Build& build);
+  // The lines `build` brings, in reading order: the new state first, except that the last note of a
+  // finished attempt comes before its outcome.
+  std::vector<std::string> Lines(const freeagent::v1::Build& build);
 
  private:
   std::string last_;
+  std::string last_note_;  // attempt and message of the note shown last
 };
 
-// `show`: state, worker, attempts, timings, phases with durations, artifacts, events.
+// `show`: state, worker, attempts, timings, the latest note while running, phases with durations,
+// artifacts, events.
 std::string FormatBuildDetails(const freeagent::v1::Build& build);
 // `list`: one line per build under a header.
 std::string FormatBuildTable(const std::vector<freeagent::v1::Build>& builds);

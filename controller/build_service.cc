@@ -31,7 +31,7 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, absl::Stat
 // The fields whose change is worth a status event.
 std::string StatusKey(const v1::Build& b) {
   return absl::StrCat(b.state(), "/", b.phase(), "/", b.attempt(), "/", b.step_index(), "/",
-                      b.worker_id(), "/", b.error(), "/", b.artifacts_size());
+                      b.worker_id(), "/", b.error(), "/", b.artifacts_size(), "/", b.message());
 }
 
 class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent>,

@@ -337,6 +337,7 @@ void Controller::AssignLocked(Job& job, Worker& w) {
   b.set_phase(v1::PHASE_UNSPECIFIED);
   b.set_step_index(0);
   b.clear_step_name();
+  b.clear_message();
   w.jobs.insert(b.id());
   SaveJobLocked(job);
   SaveAttemptLocked(job);
@@ -377,6 +378,7 @@ void Controller::RequeueLocked(Job& job, bool next_attempt, const std::string& w
   b.set_phase(v1::PHASE_UNSPECIFIED);
   b.set_step_index(0);
   b.clear_step_name();
+  b.clear_message();
   b.set_started_unix_ms(0);
   b.set_finished_unix_ms(0);
   queue_.insert(KeyOf(job));
@@ -782,6 +784,8 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
         b.set_step_index(p.step_index());
         if (p.step_count()) b.set_step_count(p.step_count());
         b.set_step_name(p.step_name());
+        // The worker's latest note; a change reaches watchers as a status event (see StatusKey).
+        b.set_message(p.message());
         SaveJobLocked(*job);
         std::string text = p.message();
         if (text.empty()) {

@@ -43,7 +43,8 @@ JobRunner::JobRunner(v1::BuildJob job, JobRunnerOptions options, vm::VmDriver* d
       driver_(driver),
       blobs_(blobs),
       callbacks_(std::move(callbacks)),
-      redactor_(SecretValues(job_)) {}
+      redactor_(SecretValues(job_)),
+      note_redactor_(SecretValues(job_)) {}
 
 void JobRunner::Cancel(const std::string& reason, std::chrono::seconds grace) {
   if (grace.count() > 0) grace_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(grace).count();
@@ -58,6 +59,27 @@ void JobRunner::Log(std::string_view bytes) {
   }
   std::string out = redactor_.Process(bytes);
   if (!out.empty()) callbacks_.log(out);
+}
+
+void JobRunner::Note(std::string_view text) {
+  // A note is whole: nothing is held back for a later one.
+  std::string message = note_redactor_.Process(text);
+  message += note_redactor_.Flush();
+  SendProgress(message);
+}
+
+void JobRunner::SendProgress(const std::string& message) {
+  if (!callbacks_.progress) return;
+  v1::JobProgress p;
+  p.set_job_id(job_.job_id());
+  p.set_attempt(job_.attempt());
+  p.set_phase(phase_.load());
+  p.set_step_index(step_index_);
+  p.set_step_count(static_cast<uint32_t>(job_.spec().steps_size()));
+  p.set_step_name(step_name_);
+  p.set_message(message);
+  p.set_unix_ms(UnixMillis());
+  callbacks_.progress(p);
 }
 
 std::vector<std::string> JobRunner::SecretValues(const v1::BuildJob& job) {
@@ -85,18 +107,9 @@ void JobRunner::EnterPhase(v1::Phase phase, const std::string& message, uint32_t
     in_phase_ = true;
     phase_ = phase;
   }
-  if (callbacks_.progress) {
-    v1::JobProgress p;
-    p.set_job_id(job_.job_id());
-    p.set_attempt(job_.attempt());
-    p.set_phase(phase);
-    p.set_step_index(step_index);
-    p.set_step_count(static_cast<uint32_t>(job_.spec().steps_size()));
-    p.set_step_name(step_name);
-    p.set_message(message);
-    p.set_unix_ms(UnixMillis());
-    callbacks_.progress(p);
-  }
+  step_index_ = step_index;
+  step_name_ = step_name;
+  SendProgress(message);
 }
 
 JobRunner::Outcome JobRunner::CancelledOutcome() {
@@ -146,16 +159,16 @@ v1::JobResult JobRunner::Run() {
   if (phase_.load() != v1::PHASE_CLEANING_UP) EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
   if (!job_dir_.empty()) {
     absl::Status s = RemoveTree(job_dir_);
-    if (!s.ok()) Log(absl::StrCat("==> cleanup: ", s.message(), "\n"));
+    if (!s.ok()) Note(absl::StrCat("cleanup: ", s.message()));
   }
   EndPhase();
 
   switch (outcome.state) {
-    case v1::JOB_STATE_SUCCEEDED: Log("==> build succeeded\n"); break;
-    case v1::JOB_STATE_FAILED: Log(absl::StrCat("==> build failed: ", outcome.error, "\n")); break;
-    case v1::JOB_STATE_CANCELLED: Log(absl::StrCat("==> build ", outcome.error, "\n")); break;
-    case v1::JOB_STATE_TIMED_OUT: Log(absl::StrCat("==> build timed out: ", outcome.error, "\n")); break;
-    default: Log(absl::StrCat("==> build error: ", outcome.error, "\n")); break;
+    case v1::JOB_STATE_SUCCEEDED: Note("build succeeded"); break;
+    case v1::JOB_STATE_FAILED: Note(absl::StrCat("build failed: ", outcome.error)); break;
+    case v1::JOB_STATE_CANCELLED: Note(absl::StrCat("build ", outcome.error)); break;
+    case v1::JOB_STATE_TIMED_OUT: Note(absl::StrCat("build timed out: ", outcome.error)); break;
+    default: Note(absl::StrCat("build error: ", outcome.error)); break;
   }
   if (callbacks_.log) {
     std::string tail = redactor_.Flush();
@@ -174,8 +187,8 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
   std::string source_archive;
 
   EnterPhase(v1::PHASE_PREPARING, "fetching source");
-  Log(absl::StrCat("==> job ", job_.job_id(), " attempt ", job_.attempt(), " on ", options_.worker_name, " (",
-                   driver_->name(), " driver)\n"));
+  Note(absl::StrCat("job ", job_.job_id(), " attempt ", job_.attempt(), " on ", options_.worker_name, " (",
+                    driver_->name(), " driver)"));
   if (spec.has_signing() && (!spec.signing().p12_digest().empty() || spec.signing().profile_digests_size() > 0) &&
       driver_->name() == "local") {
     return Outcome{v1::JOB_STATE_ERROR, 0, "", "signing needs a macOS VM driver"};
@@ -190,7 +203,7 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
     source_archive = job_dir_ + "/source.tar.gz";
     absl::StatusOr<vm::TransferResult> t = blobs_->DownloadFile(spec.source_digest(), source_archive, cancel_);
     if (!t.ok()) return FromStatus(t.status(), v1::JOB_STATE_ERROR);
-    Log(absl::StrCat("==> source ", spec.source_digest().substr(0, 12), " (", t->size, " bytes)\n"));
+    Note(absl::StrCat("source ", spec.source_digest().substr(0, 12), " (", t->size, " bytes)"));
     s = CheckArchive(source_archive);
     if (!s.ok()) return FromStatus(absl::InvalidArgumentError(absl::StrCat("source archive: ", s.message())),
                                    v1::JOB_STATE_ERROR);
@@ -209,6 +222,8 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
   std::chrono::seconds grace = spec.cancel_grace_seconds() > 0 ? std::chrono::seconds(spec.cancel_grace_seconds())
                                                                : options_.default_kill_grace;
   vm::VmLease lease(std::move(*created), grace);
+  // Start-up progress (e.g. SSH attempts) is reported on this thread while the machine starts.
+  lease->SetProgressSink([this](const std::string& text) { Note(text); });
   // Runs before the lease's destructor on every early return, so stopping and destroying the machine
   // is timed (and reported) as cleanup.
   absl::Cleanup cleanup_phase = [this] {
@@ -232,7 +247,7 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
   if (outcome.state != v1::JOB_STATE_SUCCEEDED) {
     EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
     s = lease.Release();
-    if (!s.ok()) Log(absl::StrCat("==> cleanup: ", s.message(), "\n"));
+    if (!s.ok()) Note(absl::StrCat("cleanup: ", s.message()));
     return outcome;
   }
 
@@ -244,7 +259,7 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
     artifacts::CollectOptions copts;
     copts.default_max_bytes = options_.artifact_max_bytes;
     copts.download_dir = download_dir;
-    copts.log = [this](std::string_view line) { Log(line); };
+    copts.note = [this](std::string_view text) { Note(text); };
     copts.cancel = cancel_;
     std::vector<v1::ArtifactRule> rules(spec.artifacts().begin(), spec.artifacts().end());
     absl::StatusOr<std::vector<artifacts::CollectedFile>> files =
@@ -262,7 +277,7 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
   if (cancel_.IsCancelled()) return CancelledOutcome();
   EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
   s = lease.Release();
-  if (!s.ok()) Log(absl::StrCat("==> cleanup: ", s.message(), "\n"));
+  if (!s.ok()) Note(absl::StrCat("cleanup: ", s.message()));
   return outcome;
 }
 
@@ -274,8 +289,8 @@ JobRunner::Outcome JobRunner::RunSteps(vm::Vm& vm) {
     std::string name = step.name().empty() ? absl::StrCat("step ", i + 1) : step.name();
     EnterPhase(v1::PHASE_RUNNING, absl::StrCat("step ", i + 1, "/", n, ": ", name), static_cast<uint32_t>(i + 1),
                name);
+    // Entering the step reported it ("step i/n: name"), so it needs no note of its own.
     if (cancel_.IsCancelled()) return CancelledOutcome();
-    Log(absl::StrCat("==> step ", i + 1, "/", n, ": ", name, "\n"));
     if (!SafeRelativeDir(step.working_dir())) {
       return Outcome{v1::JOB_STATE_FAILED, 0, name,
                      absl::StrCat("step ", name, ": working_dir \"", step.working_dir(),
@@ -336,11 +351,11 @@ JobRunner::Outcome JobRunner::RunSteps(vm::Vm& vm) {
                      absl::StrCat("step ", name, " was killed by signal ", r->signal)};
     }
     if (r->exit_code != 0) {
-      Log(absl::StrCat("==> step ", name, " exited with ", r->exit_code, " after ", SecondsText(took), "\n"));
+      Note(absl::StrCat("step ", name, " exited with ", r->exit_code, " after ", SecondsText(took)));
       return Outcome{v1::JOB_STATE_FAILED, r->exit_code, name,
                      absl::StrCat("step ", name, " exited with ", r->exit_code)};
     }
-    Log(absl::StrCat("==> step ", name, " done in ", SecondsText(took), "\n"));
+    Note(absl::StrCat("step ", name, " done in ", SecondsText(took)));
   }
   return Outcome{};
 }

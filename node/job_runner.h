@@ -31,7 +31,11 @@ struct JobRunnerOptions {
 
 // Where a runner reports. Called on the job thread; may block (backpressure).
 struct JobCallbacks {
-  std::function<void(std::string_view bytes)> log;                // the attempt's log stream
+  // The attempt's log stream: the guest's stdout and stderr bytes only (redacted), nothing of the
+  // worker's own, so the stored log is the guest's output byte for byte.
+  std::function<void(std::string_view bytes)> log;
+  // Phase changes, and the worker's own notes ("build succeeded", "artifact ...") as progress
+  // in the current phase with the note as `message`.
   std::function<void(const freeagent::v1::JobProgress&)> progress;
 };
 
@@ -67,9 +71,12 @@ class JobRunner {
   void EnterPhase(freeagent::v1::Phase phase, const std::string& message, uint32_t step_index = 0,
                   const std::string& step_name = "");
   void EndPhase();
-  // Everything that goes into the log passes here, so secrets are redacted from step output and
-  // the worker's own lines alike.
+  // The guest's output for the log; secrets are redacted.
   void Log(std::string_view bytes);
+  // A line of the worker's own (no newline), reported as progress in the current phase and step,
+  // never written into the log. Secrets are redacted here too.
+  void Note(std::string_view text);
+  void SendProgress(const std::string& message);
   static std::vector<std::string> SecretValues(const freeagent::v1::BuildJob& job);
 
   freeagent::v1::BuildJob job_;
@@ -77,7 +84,8 @@ class JobRunner {
   vm::VmDriver* driver_;
   artifacts::BlobClient* blobs_;
   JobCallbacks callbacks_;
-  Redactor redactor_;  // used on the job thread only
+  Redactor redactor_;       // the log stream's; used on the job thread only
+  Redactor note_redactor_;  // one note at a time; used on the job thread only
 
   CancellationToken cancel_;
   std::atomic<bool> timed_out_{false};
@@ -86,6 +94,9 @@ class JobRunner {
   Deadline deadline_ = Deadline::Infinite();
   std::chrono::seconds job_timeout_{0};
   std::string job_dir_;
+  // The step last entered, for progress reports (0 and "" outside PHASE_RUNNING).
+  uint32_t step_index_ = 0;
+  std::string step_name_;
 
   // Timeline: the phase being timed and the finished ones.
   std::vector<freeagent::v1::PhaseDuration> phases_;

@@ -1,8 +1,8 @@
 // The log of one job attempt as a byte stream to the controller: bytes are appended by the job thread
-// (step stdout/stderr and the worker's own "==> " lines), cut into LogChunks of at most 64 KiB or
-// flushed after 50 ms, with offsets increasing from 0. Bytes stay in memory until the controller acks
-// them as durable; after a reconnect they are resent from the committed offset it names. Memory is
-// bounded: a writer blocks while too many bytes are unacknowledged.
+// (the guest's stdout/stderr only; the worker's own lines go out as progress notes), cut into LogChunks
+// of at most 64 KiB or flushed after 50 ms, with offsets increasing from 0. Bytes stay in memory until
+// the controller acks them as durable; after a reconnect they are resent from the committed offset it
+// names. Memory is bounded: a writer blocks while too many bytes are unacknowledged.
 #pragma once
 
 #include <chrono>

@@ -4,9 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/fs.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
@@ -68,11 +72,12 @@ class CollectorTest : public ::testing::Test {
   CollectOptions Options() {
     CollectOptions o;
     o.download_dir = dl_;
-    o.log = [this](std::string_view line) { log_.append(line.data(), line.size()); };
+    o.note = [this](std::string_view text) { notes_.emplace_back(text); };
     return o;
   }
 
-  std::string root_, ws_, dl_, log_;
+  std::string root_, ws_, dl_;
+  std::vector<std::string> notes_;
   vm::LocalGuest guest_;
 };
 
@@ -94,7 +99,17 @@ TEST_F(CollectorTest, CollectsNestedMatchesAndSkipsSymlinks) {
   EXPECT_EQ(by_path["build/outputs/apk/app-release.apk"].sha256, Sha256Hex("apk bytes"));
   EXPECT_EQ(by_path["dist/hello.tar.gz"].size, 7u);
   EXPECT_EQ(by_path.count("dist/secret.apk"), 0u);
-  EXPECT_TRUE(absl::StrContains(log_, "dist/secret.apk is a symlink; skipped")) << log_;
+  // One note per skipped symlink and per collected file, each a whole line without a newline.
+  std::vector<std::string> want = {
+      "warning: artifact dist/secret.apk is a symlink; skipped",
+      absl::StrCat("artifact build/outputs/apk/app-release.apk (9 bytes, sha256 ", Sha256Hex("apk bytes"), ")"),
+  };
+  for (const std::string& w : want) {
+    EXPECT_NE(std::find(notes_.begin(), notes_.end(), w), notes_.end()) << w << "\nnotes:\n"
+                                                                         << absl::StrJoin(notes_, "\n");
+  }
+  EXPECT_EQ(notes_.size(), 4u) << absl::StrJoin(notes_, "\n");
+  for (const std::string& n : notes_) EXPECT_EQ(n.find('\n'), std::string::npos) << n;
 
   MemoryBlobs blobs;
   auto infos = UploadArtifacts(blobs, *files, CancellationToken());

@@ -27,6 +27,12 @@ WatchEvent Status(freeagent::v1::JobState state, uint32_t attempt = 1) {
   return e;
 }
 
+WatchEvent Note(freeagent::v1::JobState state, const std::string& message, uint32_t attempt = 1) {
+  WatchEvent e = Status(state, attempt);
+  e.mutable_status()->set_message(message);
+  return e;
+}
+
 WatchEvent Log(uint32_t attempt, uint64_t offset, const std::string& data) {
   WatchEvent e;
   e.mutable_log()->set_attempt(attempt);
@@ -119,6 +125,40 @@ TEST_F(FollowTest, NewAttemptRestartsTheLogAndIsAnnounced) {
   ASSERT_TRUE(build.ok()) << build.status();
   EXPECT_EQ(LogText(), "abcxyz");
   EXPECT_THAT(StatusText(), HasSubstr("attempt 2"));
+}
+
+TEST_F(FollowTest, NotesGoToStderrOnceEachAndNeverIntoTheLog) {
+  using freeagent::v1::JOB_STATE_RUNNING;
+  using freeagent::v1::JOB_STATE_SUCCEEDED;
+  service_.scripts = {{Note(JOB_STATE_RUNNING, "source abc (10 bytes)"), Log(1, 0, "out\n"),
+                       Note(JOB_STATE_RUNNING, "source abc (10 bytes)"),  // the same note again
+                       Note(JOB_STATE_RUNNING, "step main done in 0.1 s"),
+                       Note(JOB_STATE_SUCCEEDED, "build succeeded")}};
+  auto build = FollowBuild(stub_.get(), "b-1", options_);
+  ASSERT_TRUE(build.ok()) << build.status();
+  EXPECT_EQ(LogText(), "out\n");
+  // The last note of the attempt comes before its outcome.
+  EXPECT_EQ(StatusText(),
+            "==> RUNNING\n"
+            "==> source abc (10 bytes)\n"
+            "==> step main done in 0.1 s\n"
+            "==> build succeeded\n"
+            "==> SUCCEEDED\n");
+}
+
+TEST_F(FollowTest, ANewAttemptShowsItsNotesEvenIfTheTextRepeats) {
+  using freeagent::v1::JOB_STATE_RUNNING;
+  service_.scripts = {{Note(JOB_STATE_RUNNING, "source abc (10 bytes)", 1),
+                       Note(JOB_STATE_RUNNING, "source abc (10 bytes)", 2),
+                       Status(freeagent::v1::JOB_STATE_FAILED, 2)}};
+  auto build = FollowBuild(stub_.get(), "b-1", options_);
+  ASSERT_TRUE(build.ok()) << build.status();
+  EXPECT_EQ(StatusText(),
+            "==> RUNNING\n"
+            "==> source abc (10 bytes)\n"
+            "==> RUNNING (attempt 2)\n"
+            "==> source abc (10 bytes)\n"
+            "==> FAILED (attempt 2)\n");
 }
 
 TEST_F(FollowTest, GapMakesItWatchAgainFromWhereItIs) {

@@ -48,6 +48,43 @@ TEST(StatusLineTracker, RepeatsNothingUntilSomethingVisibleChanges) {
   EXPECT_EQ(tracker.Next(b), "==> RUNNING PREPARING");
 }
 
+TEST(StatusLineTracker, ShowsEachNoteOnceAndTheLastNoteBeforeTheOutcome) {
+  StatusLineTracker tracker;
+  Build b;
+  b.set_attempt(1);
+  b.set_state(freeagent::v1::JOB_STATE_RUNNING);
+  b.set_phase(freeagent::v1::PHASE_COLLECTING_ARTIFACTS);
+  EXPECT_THAT(tracker.Lines(b), ::testing::ElementsAre("==> RUNNING COLLECTING_ARTIFACTS"));
+  b.set_message("warning: artifact dist/x is a symlink; skipped");
+  EXPECT_THAT(tracker.Lines(b), ::testing::ElementsAre("==> warning: artifact dist/x is a symlink; skipped"));
+  EXPECT_THAT(tracker.Lines(b), ::testing::IsEmpty());
+  b.set_phase(freeagent::v1::PHASE_CLEANING_UP);
+  b.set_message("cleaning up");
+  EXPECT_THAT(tracker.Lines(b), ::testing::ElementsAre("==> RUNNING CLEANING_UP", "==> cleaning up"));
+  b.set_state(freeagent::v1::JOB_STATE_SUCCEEDED);
+  b.set_message("build succeeded");
+  EXPECT_THAT(tracker.Lines(b), ::testing::ElementsAre("==> build succeeded", "==> SUCCEEDED"));
+}
+
+TEST(FormatBuildDetails, ShowsTheLatestNoteWhileRunningAndTheEventTimeline) {
+  Build b;
+  b.set_id("b-0123456789ab");
+  b.set_state(freeagent::v1::JOB_STATE_RUNNING);
+  b.set_attempt(1);
+  b.set_message("source abc (10 bytes)");
+  auto* e = b.add_events();
+  e->set_state(freeagent::v1::JOB_STATE_RUNNING);
+  e->set_phase(freeagent::v1::PHASE_PREPARING);
+  e->set_attempt(1);
+  e->set_message("job b-0123456789ab attempt 1 on w1 (local driver)");
+  std::string text = FormatBuildDetails(b);
+  EXPECT_THAT(text, HasSubstr("note:      source abc (10 bytes)\n"));
+  EXPECT_THAT(text, HasSubstr("events:\n"));
+  EXPECT_THAT(text, HasSubstr("#1  RUNNING PREPARING: job b-0123456789ab attempt 1 on w1 (local driver)\n"));
+  b.set_state(freeagent::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_THAT(FormatBuildDetails(b), ::testing::Not(HasSubstr("note:")));
+}
+
 TEST(FormatDuration, PicksUnits) {
   EXPECT_EQ(FormatDuration(850), "850ms");
   EXPECT_EQ(FormatDuration(12300), "12.3s");

@@ -1,4 +1,6 @@
 // BuildService, FleetService and WorkerService together over a real server with scripted workers.
+#include <algorithm>
+
 #include "tests/controller/controller_fixture.h"
 
 namespace freeagent::controller::testing {
@@ -177,6 +179,72 @@ TEST_F(BuildServiceTest, LiveWatcherSeesStatusChangesAndLogUntilTheEnd) {
   EXPECT_EQ(live.log, log);
   ASSERT_GE(live.statuses.size(), 2u);
   EXPECT_EQ(live.statuses.back().state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(BuildServiceTest, ProgressNoteReachesWatchersAtOnceAndTheEventTimeline) {
+  FakeWorker worker(channel_);
+  worker.Hello("w1");
+  auto build = Submit(Spec(source_));
+  ASSERT_TRUE(build.ok());
+  auto job = worker.NextAssign();
+  ASSERT_TRUE(job.has_value());
+  ASSERT_TRUE(worker.Send(FakeWorker::Accepted(*job)));
+  ASSERT_TRUE(worker.Send(FakeWorker::Progress(*job, v1::PHASE_RUNNING, 1)));
+
+  // A watcher that records status events as they come.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+  v1::WatchRequest req;
+  req.set_id(build->id());
+  req.set_no_log(true);
+  auto reader = builds_->Watch(&ctx, req);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<v1::Build> seen;
+  std::thread watcher([&] {
+    v1::WatchEvent event;
+    while (reader->Read(&event)) {
+      if (!event.has_status()) continue;
+      std::lock_guard<std::mutex> lock(mu);
+      seen.push_back(event.status());
+      cv.notify_all();
+    }
+  });
+  auto wait_for_message = [&](const std::string& message) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, 5s, [&] {
+      return !seen.empty() && seen.back().message() == message && seen.back().state() == v1::JOB_STATE_RUNNING;
+    });
+  };
+
+  // A note within the same phase and step changes nothing but the message, and still is an event.
+  v1::WorkerMessage note = FakeWorker::Progress(*job, v1::PHASE_RUNNING, 1);
+  note.mutable_progress()->set_message("step main done in 0.1 s");
+  ASSERT_TRUE(worker.Send(note));
+  EXPECT_TRUE(wait_for_message("step main done in 0.1 s"));
+  note.mutable_progress()->set_message("warning: artifact dist/x is a symlink; skipped");
+  ASSERT_TRUE(worker.Send(note));
+  EXPECT_TRUE(wait_for_message("warning: artifact dist/x is a symlink; skipped"));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(seen.back().phase(), v1::PHASE_RUNNING);
+    EXPECT_EQ(seen.back().step_index(), 1u);
+  }
+
+  ASSERT_TRUE(worker.Send(FakeWorker::Result(*job, v1::JOB_STATE_SUCCEEDED, 0)));
+  watcher.join();
+  EXPECT_TRUE(reader->Finish().ok());
+
+  // Every note is in the timeline; the stored log holds none of them.
+  v1::Build done = Get(build->id());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  std::vector<std::string> messages;
+  for (const auto& e : done.events()) messages.push_back(e.message());
+  EXPECT_NE(std::find(messages.begin(), messages.end(), "step main done in 0.1 s"), messages.end());
+  EXPECT_NE(std::find(messages.begin(), messages.end(), "warning: artifact dist/x is a symlink; skipped"),
+            messages.end());
+  EXPECT_EQ(done.log_size(), 0u);
+  EXPECT_EQ(Watch(build->id(), 0).log, "");
 }
 
 TEST_F(BuildServiceTest, DuplicateChunksAndResultsAreIdempotent) {

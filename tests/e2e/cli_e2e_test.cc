@@ -51,6 +51,9 @@ TEST_F(CliTest, SubmitHelloFollowDownloadSucceedsWithVerifiedArtifact) {
   ASSERT_EQ(run.exit_code, 0) << "stdout:\n" << run.stdout_data << "\nstderr:\n" << run.stderr_data;
   EXPECT_NE(run.stdout_data.find("hello, free agent"), std::string::npos) << run.stdout_data;
   EXPECT_NE(run.stderr_data.find("==> SUCCEEDED"), std::string::npos) << run.stderr_data;
+  // The worker's notes are shown on stderr (the last one before the outcome); stdout is the raw log.
+  EXPECT_NE(run.stderr_data.find("==> build succeeded\n==> SUCCEEDED"), std::string::npos) << run.stderr_data;
+  EXPECT_EQ(run.stdout_data.find("==> "), std::string::npos) << run.stdout_data;
 
   FA_ASSERT_OK_AND_ASSIGN(auto builds, client().List());
   ASSERT_FALSE(builds.empty());
@@ -68,6 +71,7 @@ TEST_F(CliTest, SubmitHelloFollowDownloadSucceedsWithVerifiedArtifact) {
   ProcessResult show = RunCli({"show", build.id()});
   EXPECT_EQ(show.exit_code, 0) << show.stderr_data;
   EXPECT_NE(show.stdout_data.find("SUCCEEDED"), std::string::npos) << show.stdout_data;
+  EXPECT_NE(show.stdout_data.find("RUNNING CLEANING_UP: build succeeded\n"), std::string::npos) << show.stdout_data;
   EXPECT_NE(show.stdout_data.find(build.artifacts(0).sha256()), std::string::npos) << show.stdout_data;
 
   // Downloading again into the same directory keeps the verified file; a different one is refused.
