@@ -303,6 +303,15 @@ bool Controller::EligibleLocked(const Worker& w, const Job& job) const {
   return true;
 }
 
+bool Controller::ForgetRejectionsLocked(const std::string& worker_id) {
+  bool any = false;
+  for (const QueueKey& key : queue_) {
+    Job* job = FindLocked(std::get<2>(key));
+    if (job && job->rejected_by.erase(worker_id) > 0) any = true;
+  }
+  return any;
+}
+
 void Controller::ScheduleLocked() {
   if (stopped_) return;
   for (auto it = queue_.begin(); it != queue_.end();) {
@@ -694,6 +703,7 @@ absl::Status Controller::OnHello(const std::shared_ptr<WorkerConnection>& conn, 
                  w.info.slots(), hello.running_size(), kept.size());
     conn->Send(std::move(welcome_msg));
     for (Job* job : cancels) SendCancelLocked(*job);
+    ForgetRejectionsLocked(w.info.id());
     ScheduleLocked();
   }
   FlushNotifications();
@@ -737,6 +747,11 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
     switch (message.kind_case()) {
       case v1::WorkerMessage::kHeartbeat:
         w.info.set_last_heartbeat_unix_ms(UnixMillis());
+        // A worker with room again may take what it turned down while it was full.
+        if (message.heartbeat().slots_used() < std::max<uint32_t>(1, w.info.slots()) &&
+            ForgetRejectionsLocked(worker_id)) {
+          ScheduleLocked();
+        }
         break;
       case v1::WorkerMessage::kHello:
         spdlog::warn("worker {} sent a second hello on one stream; ignored", worker_id);
@@ -798,6 +813,7 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
       }
       case v1::WorkerMessage::kResult:
         HandleResultLocked(*conn, worker_id, message.result());
+        ForgetRejectionsLocked(worker_id);
         ScheduleLocked();
         break;
       default:

@@ -135,6 +135,9 @@ class Controller {
   void EventLocked(Job& job, const std::string& message);
   void SaveAttemptLocked(const Job& job);
   bool HoldsLocked(const std::string& worker_id, const Job& job, uint32_t attempt) const;
+  // A worker's rejections are about its state at the time (full, draining): they are forgotten when
+  // it reconnects, frees a slot or reports room in a heartbeat. True if any queued job had one.
+  bool ForgetRejectionsLocked(const std::string& worker_id);
   void ScheduleLocked();
   bool EligibleLocked(const Worker& worker, const Job& job) const;
   void AssignLocked(Job& job, Worker& worker);

@@ -264,7 +264,9 @@ void Worker::RunJob(Job* job) {
     uint64_t generation = welcome_generation_;
     if (generation != delivered_for && connection_->connected()) {
       lock.unlock();
-      bool flushed = job->log->Flush(std::chrono::seconds(10));
+      // The result goes out only once the controller holds every log byte durably, so it can never
+      // overtake log chunks that are being re-sent after a reconnect.
+      bool flushed = job->log->Flush(std::chrono::seconds(10)) && job->log->WaitAcked(std::chrono::seconds(10));
       v1::WorkerMessage msg;
       *msg.mutable_result() = result;
       bool sent = flushed && connection_->Send(std::move(msg));
