@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A step that exits without reading its stdin, or a peer gone mid-write, is an error, not a kill.
+  signal(SIGPIPE, SIG_IGN);
 
   CLI::App app{"freeagent-worker: runs Free Agent build jobs"};
   freeagent::node::WorkerFlags flags;

@@ -47,7 +47,8 @@ constexpr char kNoDirMarker[] = "FAERR-NODIR\n";
 // (exports and cd), $2 = bytes of the script; both arrive first on stdin, then the command's own input.
 // The command runs in a new session/process group (setsid, or perl's setpgrp where setsid is missing,
 // as on macOS) and prints its group id as the first line on stderr. When it ends, the rest of its
-// group is killed and its signal, if any, is re-raised so the SSH exit status carries it.
+// group is killed and its signal, if any, is re-raised so the SSH exit status carries it (only 1..15:
+// signals that end a process by default on Linux and macOS, never a stop signal).
 constexpr char kWrapper[] = R"SH(exec 3<&0
 eval "$(dd bs=1 count=$1 2>/dev/null)"
 s="$(dd bs=1 count=$2 2>/dev/null)"
@@ -61,7 +62,7 @@ exec 3<&-
 wait $p
 st=$?
 kill -9 -$p 2>/dev/null
-if [ $st -gt 128 ] && [ $st -lt 160 ]; then kill -$((st - 128)) $$; fi
+if [ $st -gt 128 ] && [ $st -le 143 ]; then kill -$((st - 128)) $$; fi
 exit $st
 )SH";
 
@@ -134,6 +135,10 @@ struct SshGuest::Session {
   LIBSSH2_SESSION* s = nullptr;
   LIBSSH2_SFTP* sftp = nullptr;
   std::mutex mu;
+  // libssh2 keeps the progress of SFTP init/open/stat in the shared LIBSSH2_SFTP object: one such
+  // operation at a time, held across its EAGAIN retries (reads and writes keep state per handle).
+  // Lock order: sftp_mu, then mu.
+  std::mutex sftp_mu;
   std::string where;  // "user@host:port"
 
   ~Session() {
@@ -185,31 +190,28 @@ struct SshGuest::Session {
     }
   }
 
-  // Keeps the connection alive and notices a dead peer; call regularly while waiting.
-  absl::Status Keepalive() {
-    std::lock_guard<std::mutex> lock(mu);
-    int next = 0;
-    int rc = libssh2_keepalive_send(s, &next);
-    if (rc != 0 && rc != LIBSSH2_ERROR_EAGAIN) return Error(rc, "keepalive");
-    return absl::OkStatus();
-  }
-
   // Retries `op` (a libssh2 call made under the lock) while it returns EAGAIN.
   template <typename Op>
   auto Retry(Op op, const CancellationToken& cancel, const Deadline& deadline, const std::string& what)
       -> absl::StatusOr<decltype(op())> {
     while (true) {
       decltype(op()) r;
+      int err = 0;
       {
         std::lock_guard<std::mutex> lock(mu);
         r = op();
+        if constexpr (std::is_pointer_v<decltype(r)>) {
+          // Read where the call failed: another thread's call could overwrite it afterwards.
+          if (r == nullptr) err = libssh2_session_last_errno(s);
+        }
       }
       bool again;
       if constexpr (std::is_pointer_v<decltype(r)>) {
         if (r != nullptr) return r;
-        std::lock_guard<std::mutex> lock(mu);
-        int err = libssh2_session_last_errno(s);
-        if (err != LIBSSH2_ERROR_EAGAIN) return Error(err, what);
+        if (err != LIBSSH2_ERROR_EAGAIN) {
+          std::lock_guard<std::mutex> lock(mu);
+          return Error(err, what);
+        }
         again = true;
       } else {
         if (r >= 0) return r;
@@ -222,13 +224,13 @@ struct SshGuest::Session {
       if (again) {
         if (cancel.IsCancelled()) return absl::CancelledError(absl::StrCat(what, ": cancelled"));
         if (deadline.Expired()) return absl::DeadlineExceededError(absl::StrCat(what, " on ", where, ": timed out"));
-        if (auto st = Keepalive(); !st.ok()) return st;
         Wait(milliseconds(100));
       }
     }
   }
 
   absl::StatusOr<LIBSSH2_SFTP*> Sftp(const CancellationToken& cancel) {
+    std::lock_guard<std::mutex> op(sftp_mu);
     {
       std::lock_guard<std::mutex> lock(mu);
       if (sftp != nullptr) return sftp;
@@ -236,10 +238,6 @@ struct SshGuest::Session {
     ASSIGN_OR_RETURN(LIBSSH2_SFTP * h, Retry([&] { return libssh2_sftp_init(s); }, cancel,
                                              Deadline::After(std::chrono::seconds(30)), "start sftp"));
     std::lock_guard<std::mutex> lock(mu);
-    if (sftp != nullptr) {
-      libssh2_sftp_shutdown(h);
-      return sftp;
-    }
     sftp = h;
     return sftp;
   }
@@ -425,7 +423,9 @@ absl::StatusOr<std::unique_ptr<SshGuest::Session>> ConnectOnce(const SshConfig& 
   }
   RETURN_IF_ERROR(VerifyHostKey(*ss, c, seen));
   RETURN_IF_ERROR(Authenticate(*ss, c, key_text));
-  libssh2_keepalive_config(ss->s, 1, static_cast<unsigned int>(c.keepalive_interval.count()));
+  // No SSH-level keepalive packets: libssh2 1.10 refuses to queue one while another packet is half sent
+  // (LIBSSH2_ERROR_BAD_USE) and would fail a busy transfer. TCP keepalive and TCP_USER_TIMEOUT (set on
+  // the socket above) notice a dead peer instead.
   libssh2_session_set_blocking(ss->s, 0);
   return ss;
 }
@@ -559,10 +559,11 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
   bool marker_seen = false;
   long pgid = 0;
   auto last_output = Clock::now();
-  auto last_keepalive = Clock::now();
   bool kill_started = false;
   bool kill_sent = false;
   Clock::time_point kill_at{};
+  Clock::time_point give_up_at{};
+  bool gave_up = false;
   std::vector<char> buf(1 << 16);
 
   auto deliver_stderr = [&](const char* data, size_t n) {
@@ -590,10 +591,12 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
   // TERM goes out once the group id is known (the wrapper reports it first thing); KILL follows after
   // the grace period.
   bool term_sent = false;
-  auto send_term = [&]() -> absl::Status {
-    term_sent = true;
-    kill_at = Clock::now() + req.kill_grace;
-    return RunQuick(ss, absl::StrCat("kill -TERM -", pgid, " 2>/dev/null; true")).status();
+  // A failed kill channel (e.g. the server's session limit) is retried on the next round.
+  auto send_term = [&]() {
+    if (RunQuick(ss, absl::StrCat("kill -TERM -", pgid, " 2>/dev/null; true")).ok()) {
+      term_sent = true;
+      kill_at = Clock::now() + req.kill_grace;
+    }
   };
 
   while (true) {
@@ -667,18 +670,26 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
       }
     }
     if (kill_started && !term_sent && pgid > 1) {
-      RETURN_IF_ERROR(send_term());
+      send_term();
     } else if (term_sent && !kill_sent && Clock::now() >= kill_at) {
-      kill_sent = true;
-      RETURN_IF_ERROR(RunQuick(ss, absl::StrCat("kill -KILL -", pgid, " 2>/dev/null; true")).status());
+      kill_sent = RunQuick(ss, absl::StrCat("kill -KILL -", pgid, " 2>/dev/null; true")).ok();
     }
-    if (now - last_keepalive > std::chrono::seconds(1)) {
-      last_keepalive = now;
-      RETURN_IF_ERROR(ss.Keepalive());
+    // Something outside the group (e.g. started with its own setsid) may keep the output open after
+    // the KILL, or the kill channel may keep failing: the command is over for us all the same.
+    if (kill_started && give_up_at == Clock::time_point{}) {
+      give_up_at = Clock::now() + req.kill_grace + std::chrono::seconds(10);
+    }
+    if (give_up_at != Clock::time_point{} && Clock::now() >= give_up_at) {
+      gave_up = true;
+      break;
     }
     if (!progressed) ss.Wait(milliseconds(50));
   }
 
+  if (gave_up) {
+    out.result.signal = SIGKILL;
+    return out;
+  }
   Deadline close_deadline = Deadline::After(std::chrono::seconds(10));
   RETURN_IF_ERROR(ss.Retry([&] { return libssh2_channel_close(ch); }, CancellationToken(), close_deadline, "close")
                       .status());
@@ -822,6 +833,8 @@ struct SftpHandleCloser {
 // Opens `path` over SFTP; NOT_FOUND etc. mapped from the SFTP status.
 absl::StatusOr<LIBSSH2_SFTP_HANDLE*> SftpOpen(SshGuest::Session& ss, LIBSSH2_SFTP* sftp, const std::string& path,
                                               unsigned long flags, long mode, const CancellationToken& cancel) {
+  std::lock_guard<std::mutex> op(ss.sftp_mu);
+  Deadline deadline = Deadline::After(std::chrono::seconds(60));
   while (true) {
     LIBSSH2_SFTP_HANDLE* h;
     int err;
@@ -833,6 +846,7 @@ absl::StatusOr<LIBSSH2_SFTP_HANDLE*> SftpOpen(SshGuest::Session& ss, LIBSSH2_SFT
     if (h != nullptr) return h;
     if (err != LIBSSH2_ERROR_EAGAIN) return SftpError(ss, sftp, err, "open", path);
     if (cancel.IsCancelled()) return absl::CancelledError(absl::StrCat("open ", path, ": cancelled"));
+    if (deadline.Expired()) return absl::DeadlineExceededError(absl::StrCat("open ", path, " on ", ss.where, ": no answer"));
     ss.Wait(milliseconds(100));
   }
 }
@@ -854,7 +868,6 @@ absl::StatusOr<TransferResult> SshGuest::Upload(const std::string& local_path, c
     SftpHandleCloser closer{&ss, h};
     Sha256 sha;
     std::vector<char> buf(kSftpBuffer);
-    auto last_keepalive = Clock::now();
     while (true) {
       ssize_t n = ::read(fd, buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;
@@ -870,10 +883,6 @@ absl::StatusOr<TransferResult> SshGuest::Upload(const std::string& local_path, c
         }
         if (w == LIBSSH2_ERROR_EAGAIN) {
           if (cancel.IsCancelled()) return absl::CancelledError(absl::StrCat("upload of ", local_path, " cancelled"));
-          if (Clock::now() - last_keepalive > std::chrono::seconds(1)) {
-            last_keepalive = Clock::now();
-            RETURN_IF_ERROR(ss.Keepalive());
-          }
           ss.Wait(milliseconds(100));
           continue;
         }
@@ -888,6 +897,7 @@ absl::StatusOr<TransferResult> SshGuest::Upload(const std::string& local_path, c
   LIBSSH2_SFTP_ATTRIBUTES attrs{};
   attrs.flags = LIBSSH2_SFTP_ATTR_PERMISSIONS;
   attrs.permissions = static_cast<unsigned long>(mode);
+  std::lock_guard<std::mutex> op(ss.sftp_mu);
   RETURN_IF_ERROR(ss.Retry(
                         [&] {
                           return libssh2_sftp_stat_ex(sftp, remote_path.c_str(),
@@ -904,16 +914,24 @@ absl::StatusOr<TransferResult> SshGuest::Download(const std::string& remote_path
   Session& ss = *session_;
   ASSIGN_OR_RETURN(LIBSSH2_SFTP * sftp, ss.Sftp(cancel));
   LIBSSH2_SFTP_ATTRIBUTES attrs{};
-  while (true) {
-    int rc;
-    {
-      std::lock_guard<std::mutex> lock(ss.mu);
-      rc = libssh2_sftp_stat_ex(sftp, remote_path.c_str(), static_cast<unsigned int>(remote_path.size()),
-                                LIBSSH2_SFTP_LSTAT, &attrs);
+  {
+    std::lock_guard<std::mutex> op(ss.sftp_mu);
+    Deadline deadline = Deadline::After(std::chrono::seconds(60));
+    while (true) {
+      int rc;
+      {
+        std::lock_guard<std::mutex> lock(ss.mu);
+        rc = libssh2_sftp_stat_ex(sftp, remote_path.c_str(), static_cast<unsigned int>(remote_path.size()),
+                                  LIBSSH2_SFTP_LSTAT, &attrs);
+      }
+      if (rc == 0) break;
+      if (rc != LIBSSH2_ERROR_EAGAIN) return SftpError(ss, sftp, rc, "stat", remote_path);
+      if (cancel.IsCancelled()) return absl::CancelledError(absl::StrCat("download of ", remote_path, " cancelled"));
+      if (deadline.Expired()) {
+        return absl::DeadlineExceededError(absl::StrCat("stat ", remote_path, " on ", ss.where, ": no answer"));
+      }
+      ss.Wait(milliseconds(100));
     }
-    if (rc == 0) break;
-    if (rc != LIBSSH2_ERROR_EAGAIN) return SftpError(ss, sftp, rc, "stat", remote_path);
-    ss.Wait(milliseconds(100));
   }
   if (LIBSSH2_SFTP_S_ISLNK(attrs.permissions)) {
     return absl::FailedPreconditionError(absl::StrCat(remote_path, " is a symlink; it is not followed"));
@@ -927,6 +945,17 @@ absl::StatusOr<TransferResult> SshGuest::Download(const std::string& remote_path
   }
   ASSIGN_OR_RETURN(LIBSSH2_SFTP_HANDLE * h, SftpOpen(ss, sftp, remote_path, LIBSSH2_FXF_READ, 0, cancel));
   SftpHandleCloser closer{&ss, h};
+  {
+    // open follows symlinks: check what was actually opened, in case the path changed since the lstat.
+    std::lock_guard<std::mutex> op(ss.sftp_mu);
+    LIBSSH2_SFTP_ATTRIBUTES opened{};
+    RETURN_IF_ERROR(ss.Retry([&] { return libssh2_sftp_fstat_ex(h, &opened, 0); }, cancel,
+                             Deadline::After(std::chrono::seconds(60)), "fstat " + remote_path)
+                        .status());
+    if (!LIBSSH2_SFTP_S_ISREG(opened.permissions)) {
+      return absl::FailedPreconditionError(absl::StrCat(remote_path, " is not a regular file"));
+    }
+  }
   int out = ::open(local_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (out < 0) return ErrnoStatus(errno, "create", local_path);
   bool keep = false;
@@ -937,7 +966,6 @@ absl::StatusOr<TransferResult> SshGuest::Download(const std::string& remote_path
   TransferResult result;
   Sha256 sha;
   std::vector<char> buf(kSftpBuffer);
-  auto last_keepalive = Clock::now();
   while (true) {
     ssize_t n;
     {
@@ -946,10 +974,6 @@ absl::StatusOr<TransferResult> SshGuest::Download(const std::string& remote_path
     }
     if (n == LIBSSH2_ERROR_EAGAIN) {
       if (cancel.IsCancelled()) return absl::CancelledError(absl::StrCat("download of ", remote_path, " cancelled"));
-      if (Clock::now() - last_keepalive > std::chrono::seconds(1)) {
-        last_keepalive = Clock::now();
-        RETURN_IF_ERROR(ss.Keepalive());
-      }
       ss.Wait(milliseconds(100));
       continue;
     }

@@ -124,6 +124,35 @@ TEST_F(SshGuestTest, ReportsExitCodesAndSignals) {
   EXPECT_FALSE(res->Succeeded());
 }
 
+TEST_F(SshGuestTest, ExitCodesAboveOneHundredTwentyEightStayExitCodes) {
+  auto g = MustConnect();
+  ExecRequest r;
+  r.command = "exit 147";  // 128 + SIGSTOP on Linux: must not be turned into a signal
+  r.deadline = Deadline::After(seconds(20));
+  auto res = g->Exec(r);
+  ASSERT_TRUE(res.ok()) << res.status();
+  EXPECT_EQ(res->exit_code, 147);
+  EXPECT_EQ(res->signal, 0);
+  EXPECT_FALSE(res->timed_out);
+}
+
+TEST_F(SshGuestTest, OutputHeldOpenOutsideTheGroupDoesNotHangATimedOutCommand) {
+  auto g = MustConnect();
+  std::string nap = std::to_string(400000 + ::getpid() % 100000);
+  ExecRequest r;
+  // The setsid'd sleep leaves the command's process group but keeps its stdout open.
+  r.command = "setsid sleep " + nap + " & sleep " + nap;
+  r.deadline = Deadline::After(milliseconds(800));
+  r.kill_grace = milliseconds(300);
+  auto start = std::chrono::steady_clock::now();
+  auto res = g->Exec(r);
+  auto took = std::chrono::steady_clock::now() - start;
+  Run(*g, "pkill -x -f '[s]leep " + nap + "' || true");
+  ASSERT_TRUE(res.ok()) << res.status();
+  EXPECT_TRUE(res->timed_out);
+  EXPECT_LT(took, seconds(25));
+}
+
 TEST_F(SshGuestTest, StdinEnvAndWorkingDirReachTheCommand) {
   auto g = MustConnect();
   ExecRequest r;
