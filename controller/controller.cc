@@ -893,13 +893,19 @@ void Controller::HandleLogChunk(const std::shared_ptr<WorkerConnection>& conn, c
   };
   absl::StatusOr<LogStore::AppendResult> r =
       logs_.Append(job_id, attempt, chunk.offset(), chunk.data(), std::move(on_commit));
+  // The worker resends only from the committed offset named in a Welcome, so a chunk that could not be
+  // stored (or that follows a lost one) ends the stream: the reconnect resumes the log where it stopped.
   if (!r.ok()) {
-    spdlog::error("storing log of {} #{}: {}", job_id, attempt, r.status().ToString());
-    return;  // not acked: the worker keeps the bytes and resends
+    spdlog::error("storing log of {} #{}: {}; closing the stream so the worker resends", job_id, attempt,
+                  r.status().ToString());
+    conn->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "log not stored; reconnect and resend"));
+    return;
   }
   if (r->gap) {
-    spdlog::warn("worker {}: log chunk for {} #{} at offset {} leaves a gap after {}; ignored", worker_id,
-                 job_id, attempt, chunk.offset(), r->written);
+    spdlog::warn("worker {}: log chunk for {} #{} at offset {} leaves a gap after {}; closing the stream so "
+                 "the worker resends", worker_id, job_id, attempt, chunk.offset(), r->written);
+    conn->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "log gap; reconnect and resend"));
+    return;
   }
   if (!r->pending) conn->Send(make_ack(r->committed));
   if (r->pending) NotifyWatchers(job_id);  // new bytes: watchers need not wait for the sync

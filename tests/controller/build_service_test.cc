@@ -258,7 +258,6 @@ TEST_F(BuildServiceTest, DuplicateChunksAndResultsAreIdempotent) {
   ASSERT_TRUE(worker.Send(FakeWorker::Log(job->job_id(), 1, 0, "abcdef")));
   ASSERT_TRUE(worker.Send(FakeWorker::Log(job->job_id(), 1, 0, "abc")));      // duplicate
   ASSERT_TRUE(worker.Send(FakeWorker::Log(job->job_id(), 1, 4, "efgh")));     // overlap
-  ASSERT_TRUE(worker.Send(FakeWorker::Log(job->job_id(), 1, 100, "gap")));    // gap: ignored
   ASSERT_TRUE(worker.WaitAck(job->job_id(), 1, 8));
   ASSERT_TRUE(worker.Send(FakeWorker::Result(*job, v1::JOB_STATE_FAILED, 8)));
   ASSERT_TRUE(worker.Send(FakeWorker::Result(*job, v1::JOB_STATE_FAILED, 8)));
@@ -269,6 +268,34 @@ TEST_F(BuildServiceTest, DuplicateChunksAndResultsAreIdempotent) {
   EXPECT_EQ(done.state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(done.log_size(), 8u);
   EXPECT_EQ(Watch(build->id(), 0).log, "abcdefgh");
+}
+
+TEST_F(BuildServiceTest, LogGapEndsTheStreamAndTheReconnectResumesFromTheCommittedOffset) {
+  auto build = Submit(Spec(source_));
+  ASSERT_TRUE(build.ok());
+  std::optional<v1::BuildJob> job;
+  {
+    FakeWorker worker(channel_);
+    worker.Hello("w1");
+    job = worker.NextAssign();
+    ASSERT_TRUE(job.has_value());
+    ASSERT_TRUE(worker.Send(FakeWorker::Accepted(*job)));
+    ASSERT_TRUE(worker.Send(FakeWorker::Log(job->job_id(), 1, 0, "abcd")));
+    ASSERT_TRUE(worker.WaitAck(job->job_id(), 1, 4));
+    ASSERT_TRUE(worker.Send(FakeWorker::Log(job->job_id(), 1, 100, "gap")));  // bytes 4..99 never came
+    grpc::Status ended = worker.Finish();
+    EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAVAILABLE) << ended.error_message();
+  }
+  FakeWorker again(channel_);
+  v1::RunningJob running;
+  running.set_job_id(job->job_id());
+  running.set_attempt(1);
+  running.set_phase(v1::PHASE_RUNNING);
+  running.set_log_bytes(103);
+  v1::Welcome welcome = again.Hello("w1", {}, 2, {running});
+  ASSERT_EQ(welcome.jobs_size(), 1);
+  EXPECT_EQ(welcome.jobs(0).action(), v1::JobDirective::ACTION_CONTINUE);
+  EXPECT_EQ(welcome.jobs(0).committed_offset(), 4u);
 }
 
 TEST_F(BuildServiceTest, ChunkForJobNotHeldIsIgnoredAndStreamSurvives) {
