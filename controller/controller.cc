@@ -458,6 +458,13 @@ void Controller::NotifyWatchers(const std::string& id) {
 
 void Controller::AddWatcher(const std::string& id, std::weak_ptr<BuildWatcher> watcher) {
   std::lock_guard<std::mutex> lock(watch_mu_);
+  // Watchers of finished builds are never notified again, so their expired entries (which keep the
+  // watcher's allocation alive) are swept here. Watchers are few; a sweep per Watch call is cheap.
+  for (auto it = watchers_.begin(); it != watchers_.end();) {
+    auto& list = it->second;
+    list.erase(std::remove_if(list.begin(), list.end(), [](const auto& w) { return w.expired(); }), list.end());
+    it = list.empty() ? watchers_.erase(it) : std::next(it);
+  }
   watchers_[id].push_back(std::move(watcher));
 }
 
