@@ -36,7 +36,7 @@ struct SshConfig {
   // Connection attempts are retried with backoff until this much time has passed (the guest may still
   // be booting).
   std::chrono::milliseconds connect_timeout{60000};
-  // SSH keepalive interval; a peer silent for 3 intervals is considered gone.
+  // TCP keepalive interval on the connection; a peer silent for about 3 intervals is considered gone.
   std::chrono::seconds keepalive_interval{5};
   // Where WaitReady-style progress lines go ("ssh: attempt 3 ... after 2.1 s"); may be null.
   std::function<void(const std::string&)> on_progress;
