@@ -61,8 +61,9 @@ absl::StatusOr<std::shared_ptr<LogStore::File>> LogStore::OpenLocked(const Key& 
   if (file->fd < 0) return ErrnoStatus(errno, "open log", path);
   struct stat st {};
   if (::fstat(file->fd, &st) != 0) return ErrnoStatus(errno, "stat log", path);
-  // Whatever survived a restart counts as committed once it is flushed here.
-  if (::fdatasync(file->fd) != 0) return ErrnoStatus(errno, "fdatasync log", path);
+  // Whatever survived a restart counts as committed once it is flushed here. A new, empty file (every
+  // new attempt) has nothing to flush, so the common case does not sync under the store's lock.
+  if (st.st_size > 0 && ::fdatasync(file->fd) != 0) return ErrnoStatus(errno, "fdatasync log", path);
   file->written = file->committed = static_cast<uint64_t>(st.st_size);
   files_.emplace(key, file);
   return file;
