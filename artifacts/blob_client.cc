@@ -132,15 +132,7 @@ absl::StatusOr<vm::TransferResult> GrpcBlobClient::DownloadFile(const std::strin
     }
     const std::string& d = chunk.data();
     hash.Update(d);
-    for (size_t off = 0; off < d.size();) {
-      ssize_t w = ::write(fd, d.data() + off, d.size() - off);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        write_error = ErrnoStatus(errno, "write", local_path);
-        break;
-      }
-      off += static_cast<size_t>(w);
-    }
+    write_error = WriteAll(fd, d.data(), d.size(), local_path);
     if (!write_error.ok()) {
       ctx.TryCancel();
       break;

@@ -23,6 +23,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Writes to `path`.tmp, fsyncs and renames over `path`.
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data, int mode = 0644);
 
+// Writes all `size` bytes to `fd` (retrying short writes and EINTR); errors name `path`.
+absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& path);
+
 // Maps an errno to the closest absl code and builds "<what> <path>: <strerror>".
 absl::Status ErrnoStatus(int err, std::string_view what, std::string_view path);
 

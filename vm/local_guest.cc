@@ -86,14 +86,7 @@ absl::StatusOr<TransferResult> CopyFdToFile(int in_fd, const std::string& what, 
           absl::StrCat(what, " is larger than the limit of ", max_bytes, " bytes"));
     }
     hash.Update(buf.data(), static_cast<size_t>(n));
-    for (ssize_t off = 0; off < n;) {
-      ssize_t w = ::write(out_fd, buf.data() + off, static_cast<size_t>(n - off));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus(errno, "write", out_path);
-      }
-      off += w;
-    }
+    RETURN_IF_ERROR(WriteAll(out_fd, buf.data(), static_cast<size_t>(n), out_path));
   }
   if (::fchmod(out_fd, static_cast<mode_t>(mode)) != 0) return ErrnoStatus(errno, "chmod", out_path);
   result.sha256 = hash.FinishHex();

@@ -984,13 +984,7 @@ absl::StatusOr<TransferResult> SshGuest::Download(const std::string& remote_path
       return absl::ResourceExhaustedError(absl::StrCat(remote_path, " grew over the limit of ", max_bytes, " bytes"));
     }
     sha.Update(buf.data(), static_cast<size_t>(n));
-    size_t off = 0;
-    while (off < static_cast<size_t>(n)) {
-      ssize_t w = ::write(out, buf.data() + off, static_cast<size_t>(n) - off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return ErrnoStatus(errno, "write", local_path);
-      off += static_cast<size_t>(w);
-    }
+    RETURN_IF_ERROR(WriteAll(out, buf.data(), static_cast<size_t>(n), local_path));
   }
   if (::fsync(out) != 0) return ErrnoStatus(errno, "fsync", local_path);
   result.sha256 = sha.FinishHex();
