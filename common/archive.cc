@@ -2,7 +2,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <sys/stat.h>
@@ -53,17 +52,9 @@ bool Excluded(const std::string& rel, const std::string& name, const PackOptions
 absl::Status Walk(const std::string& root, const std::string& rel, const PackOptions& o,
                   std::vector<std::string>* out) {
   std::string path = rel.empty() ? root : absl::StrCat(root, "/", rel);
-  DIR* d = ::opendir(path.c_str());
-  if (d == nullptr) return ErrnoStatus(errno, "opendir", path);
-  std::vector<std::string> names;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string_view n = e->d_name;
-    if (n == "." || n == "..") continue;
-    names.emplace_back(n);
-  }
-  ::closedir(d);
-  std::sort(names.begin(), names.end());
-  for (const auto& name : names) {
+  absl::StatusOr<std::vector<std::string>> names = ListDirectory(path);
+  if (!names.ok()) return names.status();
+  for (const auto& name : *names) {
     std::string child = rel.empty() ? name : absl::StrCat(rel, "/", name);
     if (Excluded(child, name, o)) continue;
     out->push_back(child);

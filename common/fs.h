@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -22,6 +23,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 // Writes to `path`.tmp, fsyncs and renames over `path`.
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data, int mode = 0644);
+
+// Names in the directory `path`, sorted, without "." and "..". NOT_FOUND if it does not exist.
+absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& path);
 
 // Writes all `size` bytes to `fd` (retrying short writes and EINTR); errors name `path`.
 absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& path);

@@ -1,6 +1,5 @@
 #include "common/process.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -8,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -110,31 +111,37 @@ bool ProcessGroupAlive(pid_t pgid) {
   if (pgid <= 1) return false;
   if (::kill(-pgid, 0) != 0 && errno != EPERM) return false;
   // kill(0) also succeeds for zombies that nobody reaped yet; only running members count.
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return true;
-  bool alive = false;
-  while (struct dirent* e = ::readdir(proc)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::string stat_path = absl::StrCat("/proc/", e->d_name, "/stat");
-    FILE* f = ::fopen(stat_path.c_str(), "re");
-    if (f == nullptr) continue;
-    char buf[512] = {};
-    size_t n = ::fread(buf, 1, sizeof buf - 1, f);
-    ::fclose(f);
-    // Format: pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
-    std::string_view line(buf, n);
-    size_t close = line.rfind(')');
-    if (close == std::string_view::npos) continue;
-    char state = 0;
-    int ppid = 0, pgrp = 0;
-    if (std::sscanf(buf + close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3) continue;
-    if (pgrp == pgid && state != 'Z' && state != 'X') {
-      alive = true;
-      break;
+  for (pid_t pid : ListPids()) {
+    std::optional<ProcStat> st = ReadProcStat(pid);
+    if (st && st->pgrp == pgid && st->state != 'Z' && st->state != 'X') return true;
+  }
+  return false;
+}
+
+std::optional<ProcStat> ReadProcStat(pid_t pid) {
+  absl::StatusOr<std::string> text = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  if (!text.ok()) return std::nullopt;
+  // Format: pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
+  size_t close = text->rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  ProcStat st;
+  int ppid = 0, pgrp = 0;
+  if (std::sscanf(text->c_str() + close + 1, " %c %d %d", &st.state, &ppid, &pgrp) != 3) return std::nullopt;
+  st.ppid = ppid;
+  st.pgrp = pgrp;
+  return st;
+}
+
+std::vector<pid_t> ListPids() {
+  std::vector<pid_t> pids;
+  absl::StatusOr<std::vector<std::string>> names = ListDirectory("/proc");
+  if (!names.ok()) return pids;
+  for (const std::string& n : *names) {
+    if (!n.empty() && std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      pids.push_back(static_cast<pid_t>(std::atoi(n.c_str())));
     }
   }
-  ::closedir(proc);
-  return alive;
+  return pids;
 }
 
 absl::StatusOr<ProcessResult> RunProcess(ProcessOptions o) {

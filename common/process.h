@@ -55,6 +55,18 @@ absl::StatusOr<ProcessResult> RunProcess(ProcessOptions options);
 // Sends `sig` to process group `pgid`; ESRCH is not an error.
 absl::Status KillProcessGroup(pid_t pgid, int sig);
 
+// The fields of /proc/<pid>/stat that process control needs.
+struct ProcStat {
+  char state = 0;  // 'R', 'S', 'Z', ...
+  pid_t ppid = 0;
+  pid_t pgrp = 0;
+};
+// nullopt if the process is gone (or /proc is unavailable).
+std::optional<ProcStat> ReadProcStat(pid_t pid);
+
+// Pids of all processes, from /proc.
+std::vector<pid_t> ListPids();
+
 // True if any process of group `pgid` is still alive.
 bool ProcessGroupAlive(pid_t pgid);
 

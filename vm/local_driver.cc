@@ -1,6 +1,5 @@
 #include "vm/local_driver.h"
 
-#include <dirent.h>
 
 #include <memory>
 
@@ -57,15 +56,13 @@ absl::StatusOr<std::unique_ptr<Vm>> LocalDriver::Create(const VmSpec& spec) {
 
 absl::StatusOr<std::vector<std::string>> LocalDriver::ListOwned(const std::string& prefix) {
   std::vector<std::string> names;
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(root_.c_str()), ::closedir);
-  if (!dir) {
-    if (errno == ENOENT) return names;
-    return ErrnoStatus(errno, "open directory", root_);
+  absl::StatusOr<std::vector<std::string>> all = ListDirectory(root_);
+  if (!all.ok()) {
+    if (absl::IsNotFound(all.status())) return names;
+    return all.status();
   }
-  while (struct dirent* e = ::readdir(dir.get())) {
-    std::string n = e->d_name;
-    if (n == "." || n == "..") continue;
-    if (absl::StartsWith(n, prefix)) names.push_back(n);
+  for (std::string& n : *all) {
+    if (absl::StartsWith(n, prefix)) names.push_back(std::move(n));
   }
   return names;
 }

@@ -1,6 +1,4 @@
 // End to end: the `freeagent` command against a real controller and worker.
-#include <dirent.h>
-
 #include "common/fs.h"
 #include "common/process.h"
 #include "common/sha256.h"
@@ -33,15 +31,8 @@ class CliTest : public E2ETest {
   }
 
   static std::vector<std::string> Files(const std::string& dir) {
-    std::vector<std::string> names;
-    if (DIR* d = opendir(dir.c_str())) {
-      while (dirent* e = readdir(d)) {
-        std::string name = e->d_name;
-        if (name != "." && name != "..") names.push_back(name);
-      }
-      closedir(d);
-    }
-    return names;
+    absl::StatusOr<std::vector<std::string>> names = ListDirectory(dir);
+    return names.ok() ? *names : std::vector<std::string>{};
   }
 };
 

@@ -1,7 +1,5 @@
 // End to end with the `static` driver: controller + worker whose builds run on an existing machine
 // over SSH (a real OpenSSH server from the sshd fixture), driven by the `freeagent` command.
-#include <dirent.h>
-
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "common/process.h"
@@ -46,15 +44,8 @@ class StaticDriverE2ETest : public E2ETest {
   }
 
   static size_t Entries(const std::string& dir) {
-    size_t n = 0;
-    if (DIR* d = opendir(dir.c_str())) {
-      while (dirent* e = readdir(d)) {
-        std::string name = e->d_name;
-        if (name != "." && name != "..") ++n;
-      }
-      closedir(d);
-    }
-    return n;
+    absl::StatusOr<std::vector<std::string>> names = ListDirectory(dir);
+    return names.ok() ? names->size() : 0;
   }
 
   std::unique_ptr<SshdFixture> sshd_;

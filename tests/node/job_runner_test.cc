@@ -1,7 +1,6 @@
 // The job runner against the local driver, an in-memory blob store and a recording log: no controller.
 #include "node/job_runner.h"
 
-#include <dirent.h>
 #include <unistd.h>
 
 #include <optional>
@@ -25,14 +24,8 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 size_t CountEntries(const std::string& dir) {
-  size_t n = 0;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-  if (!d) return 0;
-  while (dirent* e = ::readdir(d.get())) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") ++n;
-  }
-  return n;
+  absl::StatusOr<std::vector<std::string>> names = ListDirectory(dir);
+  return names.ok() ? names->size() : 0;
 }
 
 class JobRunnerTest : public ::testing::Test {

@@ -1,7 +1,6 @@
 // The worker against an in-process controller over real gRPC on 127.0.0.1:0, with the local driver.
 #include "node/worker.h"
 
-#include <dirent.h>
 
 #include <algorithm>
 #include <thread>
@@ -23,14 +22,8 @@ using std::chrono::seconds;
 using testing::FakeController;
 
 size_t CountEntries(const std::string& dir) {
-  size_t n = 0;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-  if (!d) return 0;
-  while (dirent* e = ::readdir(d.get())) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") ++n;
-  }
-  return n;
+  absl::StatusOr<std::vector<std::string>> names = ListDirectory(dir);
+  return names.ok() ? names->size() : 0;
 }
 
 class WorkerTest : public ::testing::Test {

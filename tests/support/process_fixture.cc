@@ -1,6 +1,5 @@
 #include "tests/support/process_fixture.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -18,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/fs.h"
+#include "common/process.h"
 #include "common/status_macros.h"
 
 extern char** environ;
@@ -289,18 +289,14 @@ std::string Cluster::DumpLogs(size_t max_bytes_per_log) const {
 
 std::vector<pid_t> ProcessesWithArg(const std::string& needle) {
   std::vector<pid_t> found;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return found;
   pid_t self = getpid();
-  while (dirent* entry = readdir(proc)) {
-    int pid = 0;
-    if (!absl::SimpleAtoi(entry->d_name, &pid) || pid == self) continue;
+  for (pid_t pid : ListPids()) {
+    if (pid == self) continue;
     std::ifstream in(absl::StrCat("/proc/", pid, "/cmdline"), std::ios::binary);
     std::stringstream buffer;
     buffer << in.rdbuf();
     if (buffer.str().find(needle) != std::string::npos) found.push_back(pid);
   }
-  closedir(proc);
   return found;
 }
 

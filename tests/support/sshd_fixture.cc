@@ -1,7 +1,6 @@
 #include "tests/support/sshd_fixture.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
@@ -139,24 +138,13 @@ std::vector<pid_t> SshdFixture::SessionPids() const {
   // Children of the listener, then their children (privilege-separated session processes).
   std::vector<pid_t> parents = {sshd_->pid()};
   for (size_t i = 0; i < parents.size(); ++i) {
-    DIR* proc = ::opendir("/proc");
-    if (proc == nullptr) break;
-    while (struct dirent* e = ::readdir(proc)) {
-      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-      auto stat = ReadFile(absl::StrCat("/proc/", e->d_name, "/stat"));
-      if (!stat.ok()) continue;
-      size_t close = stat->rfind(')');
-      if (close == std::string::npos) continue;
-      char state = 0;
-      int ppid = 0;
-      if (std::sscanf(stat->c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
-      if (ppid == parents[i]) {
-        pid_t child = std::atoi(e->d_name);
-        out.push_back(child);
-        parents.push_back(child);
+    for (pid_t pid : ListPids()) {
+      std::optional<ProcStat> st = ReadProcStat(pid);
+      if (st && st->ppid == parents[i]) {
+        out.push_back(pid);
+        parents.push_back(pid);
       }
     }
-    ::closedir(proc);
   }
   return out;
 }
