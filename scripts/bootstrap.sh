@@ -12,7 +12,9 @@ PACKAGES=(
   libssl-dev libssh2-1-dev libarchive-dev libplist-dev libsqlite3-dev
   libspdlog-dev libcli11-dev libtomlplusplus-dev libgtest-dev libgmock-dev
   # test fixtures and tools the tests run for real
-  openssh-server openssh-client make tar gzip procps iproute2
+  openssh-server openssh-client make tar gzip procps iproute2 openssl
+  # the QEMU driver and the Debian guest image recipe
+  qemu-system-x86 qemu-utils debootstrap e2fsprogs
 )
 
 missing=()
