@@ -115,6 +115,11 @@ TestIdentity MakeCa(const std::string& common_name) {
   return Finish(key.get(), cert.get());
 }
 
+const TestIdentity& SharedCa() {
+  static const TestIdentity* ca = new TestIdentity(MakeCa());
+  return *ca;
+}
+
 TestIdentity MakeLeaf(const TestIdentity& ca, const LeafOptions& o) {
   Ptr<EVP_PKEY> ca_key = ReadKey(ca.key_pem);
   Ptr<X509> ca_cert = ReadCert(ca.cert_pem);

@@ -31,6 +31,9 @@ struct LeafOptions {
   long serial = 0x1234;
 };
 
+// One CA per test process, made on first use (key generation is the slow part of the fixtures).
+const TestIdentity& SharedCa();
+
 // A leaf signed by `ca`.
 TestIdentity MakeLeaf(const TestIdentity& ca, const LeafOptions& options = {});
 

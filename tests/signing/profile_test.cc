@@ -15,7 +15,6 @@ namespace freeagent::signing {
 namespace {
 
 using ::testing::HasSubstr;
-using testing::MakeCa;
 using testing::MakeLeaf;
 using testing::MakeProfile;
 using testing::MakeProfilePlist;
@@ -25,19 +24,14 @@ using testing::TestIdentity;
 
 class ProfileTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    ca_ = new TestIdentity(MakeCa());
-    leaf_ = new TestIdentity(MakeLeaf(*ca_));
+  void SetUp() override {
+    ca_ = &testing::SharedCa();
+    static const TestIdentity* leaf = new TestIdentity(MakeLeaf(testing::SharedCa()));
+    leaf_ = leaf;
   }
-  static void TearDownTestSuite() {
-    delete ca_;
-    delete leaf_;
-  }
-  static TestIdentity* ca_;
-  static TestIdentity* leaf_;
+  const TestIdentity* ca_ = nullptr;
+  const TestIdentity* leaf_ = nullptr;
 };
-TestIdentity* ProfileTest::ca_ = nullptr;
-TestIdentity* ProfileTest::leaf_ = nullptr;
 
 TEST_F(ProfileTest, ReadsEveryField) {
   ProfileOptions o;
