@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "cli/signing_check.h"
 
 namespace {
 
@@ -96,6 +97,22 @@ int main(int argc, char** argv) {
   drain_cmd->add_option("--timeout", drain_timeout, "cancel running jobs after this many seconds (0 = let them finish)");
   add_json(drain_cmd);
 
+  bool gc_apply = false;
+  auto* gc_cmd = app.add_subcommand("gc", "artifacts the controller's retention limits would remove");
+  gc_cmd->add_flag("--apply", gc_apply, "remove them now");
+  add_json(gc_cmd);
+
+  freeagent::cli::SigningCheckOptions signing_check;
+  auto* signing_cmd = app.add_subcommand("signing", "iOS signing material");
+  signing_cmd->require_subcommand(1);
+  auto* signing_check_cmd =
+      signing_cmd->add_subcommand("check", "validate a P12 and provisioning profiles as a worker would");
+  signing_check_cmd->add_option("--p12", signing_check.p12, "the signing identity (.p12)")->required();
+  signing_check_cmd->add_option("--password-env", signing_check.password_env,
+                                "environment variable holding the P12 password (default: no password)");
+  signing_check_cmd->add_option("--profile", signing_check.profiles, "a .mobileprovision (repeatable)");
+  signing_check_cmd->add_option("--bundle-id", signing_check.bundle_id, "check the profiles allow this bundle id");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -107,6 +124,10 @@ int main(int argc, char** argv) {
     return freeagent::cli::kExitError;
   }
 
+  if (*signing_check_cmd) {
+    absl::StatusOr<int> checked = freeagent::cli::SigningCheck(signing_check);
+    return checked.ok() ? *checked : ReportError(checked.status());
+  }
   Commands commands(freeagent::cli::MakeChannel(freeagent::cli::ResolveControllerAddress(controller)));
   absl::StatusOr<int> result = absl::InternalError("no command");
   if (*submit_cmd) {

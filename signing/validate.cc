@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
 
 namespace freeagent::signing {
@@ -85,6 +86,20 @@ absl::Status Validate(const SigningBundle& bundle, absl::Time now) {
   }
   if (problems.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
+}
+
+absl::StatusOr<CheckReport> CheckFiles(const std::string& p12_path, std::string_view password,
+                                       const std::vector<std::string>& profile_paths, const std::string& bundle_id,
+                                       absl::Time now) {
+  NamedBytes p12{p12_path, ""};
+  ASSIGN_OR_RETURN(p12.bytes, ReadFile(p12_path));
+  std::vector<NamedBytes> profiles;
+  for (const auto& path : profile_paths) {
+    ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+    profiles.push_back({path, std::move(bytes)});
+  }
+  ASSIGN_OR_RETURN(SigningBundle bundle, LoadBundle(p12, password, profiles, bundle_id));
+  return CheckReport{Summarize(bundle, now), Validate(bundle, now)};
 }
 
 std::string Summarize(const SigningBundle& bundle, absl::Time now) {

@@ -42,6 +42,19 @@ absl::StatusOr<SigningBundle> LoadBundle(const NamedBytes& p12, std::string_view
 // FAILED_PRECONDITION with every problem found, one per line, each naming the file and the fields.
 absl::Status Validate(const SigningBundle& bundle, absl::Time now);
 
+// What `freeagent signing check` reports: the summary of material that could be read, and the outcome
+// of Validate.
+struct CheckReport {
+  std::string summary;
+  absl::Status validation;
+};
+
+// Reads and parses the files (errors name the file: missing, unreadable, wrong password, not a
+// profile), then validates them at `now`.
+absl::StatusOr<CheckReport> CheckFiles(const std::string& p12_path, std::string_view password,
+                                       const std::vector<std::string>& profile_paths, const std::string& bundle_id,
+                                       absl::Time now);
+
 // A readable multi-line summary: identity, team, expiry in days, and per profile its name, UUID,
 // kind, expiry, devices count and entitlements.
 std::string Summarize(const SigningBundle& bundle, absl::Time now);

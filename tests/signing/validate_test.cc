@@ -1,5 +1,7 @@
 #include "signing/validate.h"
 
+#include "absl/time/clock.h"
+#include "common/fs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/signing/fixtures.h"
@@ -168,6 +170,38 @@ TEST_F(ValidateTest, ReportsEveryProblemOnItsOwnLine) {
   std::string msg = Problems(*leaf_, {p});
   EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 2) << msg;
   EXPECT_THAT(msg, HasSubstr("none listed"));
+}
+
+}  // namespace
+}  // namespace freeagent::signing
+
+namespace freeagent::signing {
+namespace {
+
+TEST(CheckFiles, ReadsFilesSummarizesAndValidates) {
+  auto dir = MakePrivateTempDir("/tmp", "fa-check-test.");
+  ASSERT_TRUE(dir.ok());
+  const auto& ca = testing::SharedCa();
+  testing::TestIdentity leaf = testing::MakeLeaf(ca);
+  testing::ProfileOptions o;
+  o.developer_certificates_der = {leaf.cert_der};
+  ASSERT_TRUE(WriteFileAtomic(*dir + "/id.p12", testing::MakeP12(leaf, "pw", true)).ok());
+  ASSERT_TRUE(WriteFileAtomic(*dir + "/a.mobileprovision", testing::MakeProfile(o, ca)).ok());
+
+  auto report = CheckFiles(*dir + "/id.p12", "pw", {*dir + "/a.mobileprovision"}, "com.example.app", absl::Now());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->validation.ok()) << report->validation;
+  EXPECT_THAT(report->summary, ::testing::HasSubstr("kind: app-store"));
+
+  report = CheckFiles(*dir + "/id.p12", "pw", {*dir + "/a.mobileprovision"}, "com.other", absl::Now());
+  ASSERT_TRUE(report.ok());
+  EXPECT_THAT(report->validation.message(), ::testing::HasSubstr("bundle id com.other"));
+
+  report = CheckFiles(*dir + "/id.p12", "pw", {*dir + "/missing.mobileprovision"}, "", absl::Now());
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(report.status().message(), ::testing::HasSubstr("missing.mobileprovision"));
+  ASSERT_TRUE(RemoveTree(*dir).ok());
 }
 
 }  // namespace
