@@ -146,7 +146,7 @@ TEST_F(JobRunnerTest, BuildsSourceAndUploadsArtifacts) {
   EXPECT_EQ(result.artifacts(0).sha256(), Sha256Hex("abc\nabc\n"));
   EXPECT_EQ(blobs_.Get(result.artifacts(0).sha256()), "abc\nabc\n");
   // The log is the steps' output and nothing else, with the secret redacted.
-  EXPECT_EQ(Log(), "built\nsecret is ***, mode release\n");
+  EXPECT_EQ(Log(), "built\nsecret is [REDACTED], mode release\n");
 
   // The worker's own lines are progress notes in the phase and step they belong to.
   auto started = FindProgress("job b-000000000001 attempt 1 on test (local driver)");
