@@ -105,6 +105,12 @@ absl::Status DownloadAll(BlobService::Stub* blobs, const Build& build, const std
   DownloadOptions options;
   options.force = force;
   for (const auto& artifact : build.artifacts()) {
+    if (artifact.expired_unix_ms() != 0) {
+      return absl::NotFoundError(absl::StrCat("artifact ", artifact.path(), " of build ", build.id(),
+                                              " was removed by the controller's retention"));
+    }
+  }
+  for (const auto& artifact : build.artifacts()) {
     ASSIGN_OR_RETURN(std::string path, DownloadArtifact(blobs, artifact, dir, options));
     if (to_stderr) {
       Err(absl::StrCat("==> downloaded ", path, " (", HumanBytes(artifact.size()), ", sha256 ",
@@ -113,6 +119,10 @@ absl::Status DownloadAll(BlobService::Stub* blobs, const Build& build, const std
       Out(ToJson(artifact) + "\n");
     } else {
       Out(absl::StrCat(artifact.sha256(), "  ", path, "\n"));
+    }
+    // The description goes to stderr so stdout stays `sha256sum -c` input.
+    if (!json) {
+      for (const std::string& line : DescribeArtifact(artifact)) Err(absl::StrCat("==>   ", line));
     }
   }
   return absl::OkStatus();
@@ -235,6 +245,18 @@ absl::StatusOr<int> Commands::Artifacts(const std::string& id, const std::string
   auto blobs = BlobService::NewStub(channel_);
   ASSIGN_OR_RETURN(Build build, GetBuild(builds.get(), id));
   RETURN_IF_ERROR(DownloadAll(blobs.get(), build, dir, force, json, /*to_stderr=*/false));
+  return kExitOk;
+}
+
+absl::StatusOr<int> Commands::Gc(bool apply, bool json) {
+  auto builds = BuildService::NewStub(channel_);
+  freeagent::v1::CollectGarbageRequest request;
+  request.set_apply(apply);
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  freeagent::v1::CollectGarbageResponse response;
+  RETURN_IF_ERROR(FromGrpc(builds->CollectGarbage(&context, request, &response)));
+  Out(json ? ToJson(response) + "\n" : FormatGarbage(response));
   return kExitOk;
 }
 

@@ -42,6 +42,8 @@ class Commands {
                                 bool json);
   absl::StatusOr<int> Workers(bool json);
   absl::StatusOr<int> Drain(const std::string& worker, uint32_t timeout_seconds, bool json);
+  // Prints what artifact retention would remove, or removes it with `apply`.
+  absl::StatusOr<int> Gc(bool apply, bool json);
 
  private:
   std::shared_ptr<grpc::Channel> channel_;

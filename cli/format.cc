@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -207,8 +208,10 @@ std::string FormatBuildDetails(const Build& build) {
     for (const auto& artifact : build.artifacts()) {
       absl::StrAppendFormat(&out, "  %-30s %10s  sha256 %s\n", artifact.name(),
                             HumanBytes(artifact.size()), artifact.sha256());
-      std::map<std::string, std::string> meta(artifact.metadata().begin(), artifact.metadata().end());
-      for (const auto& [k, v] : meta) absl::StrAppendFormat(&out, "    %s: %s\n", k, v);
+      if (!artifact.path().empty() && artifact.path() != artifact.name()) {
+        absl::StrAppendFormat(&out, "    path: %s\n", artifact.path());
+      }
+      for (const std::string& line : DescribeArtifact(artifact)) absl::StrAppend(&out, "    ", line, "\n");
     }
   }
   if (build.events_size() > 0) {
@@ -220,6 +223,71 @@ std::string FormatBuildDetails(const Build& build) {
       absl::StrAppendFormat(&out, "  %s  #%d  %s\n", LocalTime(event.unix_ms()), event.attempt(), what);
     }
   }
+  return out;
+}
+
+std::vector<std::string> DescribeArtifact(const freeagent::v1::ArtifactInfo& artifact) {
+  std::map<std::string, std::string> meta(artifact.metadata().begin(), artifact.metadata().end());
+  auto take = [&meta](const std::string& key) {
+    auto it = meta.find(key);
+    if (it == meta.end()) return std::string();
+    std::string v = std::move(it->second);
+    meta.erase(it);
+    return v;
+  };
+  std::vector<std::string> lines;
+  const std::string kind = take("kind");
+  const std::string bundle_id = take("bundle_id");
+  const std::string version = take("short_version");
+  const std::string build = take("build");
+  const std::string min_os = take("minimum_os");
+  const std::string display = take("display_name");
+  if (!bundle_id.empty() || !version.empty() || !build.empty()) {
+    std::string app = absl::StrCat("app: ", bundle_id.empty() ? "(no bundle id)" : bundle_id);
+    if (!version.empty()) absl::StrAppend(&app, " ", version);
+    if (!build.empty()) absl::StrAppend(&app, " (", build, ")");
+    if (!min_os.empty()) absl::StrAppend(&app, ", minimum iOS ", min_os);
+    if (!display.empty()) absl::StrAppend(&app, ", \"", display, "\"");
+    lines.push_back(std::move(app));
+  }
+  const std::string profile_name = take("profile_name");
+  const std::string profile_kind = take("profile_kind");
+  const std::string team = take("profile_team_id");
+  const std::string uuid = take("profile_uuid");
+  const std::string expires = take("profile_expires");
+  if (!uuid.empty()) {
+    lines.push_back(absl::StrCat("profile: \"", profile_name, "\" ", profile_kind, ", team ", team, ", UUID ", uuid,
+                                 ", expires ", expires));
+  }
+  const std::string entries = take("entries");
+  const std::string bytes = take("uncompressed_bytes");
+  uint64_t n = 0;
+  if (!entries.empty()) {
+    lines.push_back(absl::StrCat(kind.empty() ? "zip" : kind, ": ", entries, " entries, ",
+                                 absl::SimpleAtoi(bytes, &n) ? HumanBytes(n) : bytes, " uncompressed"));
+  }
+  for (const auto& [k, v] : meta) lines.push_back(absl::StrCat(k, ": ", v));
+  if (!artifact.description_error().empty()) lines.push_back(absl::StrCat("not described: ", artifact.description_error()));
+  if (artifact.expired_unix_ms() != 0) {
+    lines.push_back(absl::StrCat("removed by retention at ", LocalTime(artifact.expired_unix_ms())));
+  }
+  return lines;
+}
+
+std::string FormatGarbage(const freeagent::v1::CollectGarbageResponse& response) {
+  std::string out;
+  for (const auto& item : response.items()) {
+    absl::StrAppendFormat(&out, "%-16s %-30s %10s  ended %s  %s\n", item.build_id(), item.name(),
+                          HumanBytes(item.size()), LocalTime(item.finished_unix_ms()), item.reason());
+  }
+  std::string limits = absl::StrCat(
+      response.retention_days() == 0 ? std::string("no age limit") : absl::StrCat(response.retention_days(), " days"),
+      ", ",
+      response.max_total_bytes() == 0 ? std::string("no size limit") : HumanBytes(response.max_total_bytes()) + " total");
+  absl::StrAppend(&out, response.applied() ? "removed " : "would remove ", response.items_size(), " artifact(s), ",
+                  HumanBytes(response.removed_bytes()), "; ", HumanBytes(response.kept_bytes()), " kept (", limits,
+                  ")", response.applied() || response.items_size() == 0 ? "" : "; run with --apply to remove",
+                  "\n");
   return out;
 }
 

@@ -52,6 +52,12 @@ class StatusLineTracker {
 // `show`: state, worker, attempts, timings, the latest note while running, phases with durations,
 // artifacts, events.
 std::string FormatBuildDetails(const freeagent::v1::Build& build);
+// An artifact's description as lines without indentation or newline: the app (bundle id, version,
+// build, minimum OS, display name), the embedded profile, the zip directory, other metadata, why it
+// could not be described, when retention removed it. Empty when there is nothing to say.
+std::vector<std::string> DescribeArtifact(const freeagent::v1::ArtifactInfo& artifact);
+// `gc`: one line per artifact removed (or that would be), then a summary line.
+std::string FormatGarbage(const freeagent::v1::CollectGarbageResponse& response);
 // `list`: one line per build under a header.
 std::string FormatBuildTable(const std::vector<freeagent::v1::Build>& builds);
 // `workers`: one line per worker under a header.

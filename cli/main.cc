@@ -148,6 +148,8 @@ int main(int argc, char** argv) {
     result = commands.Workers(json);
   } else if (*drain_cmd) {
     result = commands.Drain(worker, drain_timeout, json);
+  } else if (*gc_cmd) {
+    result = commands.Gc(gc_apply, json);
   }
   if (!result.ok()) return ReportError(result.status());
   return *result;

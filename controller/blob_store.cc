@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
 
@@ -58,13 +59,36 @@ std::string BlobStore::PartialPathFor(const std::string& digest) const {
   return absl::StrCat(dir_, "/partial/", digest);
 }
 
+void BlobStore::Touch(const std::string& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  touched_ms_[digest] = UnixMillis();
+}
+
+absl::StatusOr<bool> BlobStore::Remove(const std::string& digest, int64_t unless_touched_since_ms) {
+  RETURN_IF_ERROR(ValidateDigest(digest));
+  // Held across the check and the unlink: a Stat that touches first keeps the blob, one that comes
+  // after finds it gone and uploads it again.
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = touched_ms_.find(digest);
+  if (it != touched_ms_.end() && it->second >= unless_touched_since_ms) return false;
+  if (uploading_.count(digest) > 0) return false;
+  const std::string path = PathFor(digest);
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoStatus(errno, "remove", path);
+  }
+  return true;
+}
+
 bool BlobStore::Exists(const std::string& digest) {
   if (!IsSha256Hex(digest)) return false;
+  Touch(digest);
   return FileSize(PathFor(digest)).ok();
 }
 
 absl::StatusOr<v1::BlobInfo> BlobStore::Stat(const std::string& digest) {
   RETURN_IF_ERROR(ValidateDigest(digest));
+  Touch(digest);
   v1::BlobInfo info;
   info.set_digest(digest);
   if (auto size = FileSize(PathFor(digest)); size.ok()) {
@@ -81,6 +105,7 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::BeginUpload(const v1::Upl
   const std::string& digest = header.digest();
   {
     std::lock_guard<std::mutex> lock(mu_);
+    touched_ms_[digest] = UnixMillis();
     if (!uploading_.insert(digest).second) {
       return absl::AbortedError(absl::StrCat("an upload of ", digest, " is already in progress"));
     }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -62,16 +63,24 @@ class BlobStore {
   // offset does not match the partial, ABORTED when another upload of the digest is running.
   absl::StatusOr<std::unique_ptr<BlobWriter>> BeginUpload(const v1::UploadHeader& header);
 
+  // Removes the stored blob `digest` unless a Stat, Exists or upload touched it at or after
+  // `unless_touched_since_ms` (Unix ms): a blob a running build has just found or stored stays. True
+  // when it was removed; false when it was kept or absent. Retention's only way to delete a blob.
+  absl::StatusOr<bool> Remove(const std::string& digest, int64_t unless_touched_since_ms);
+
   std::string PathFor(const std::string& digest) const;
   std::string PartialPathFor(const std::string& digest) const;
 
  private:
   friend class BlobWriter;
   void EndUpload(const std::string& digest);
+  // Records that `digest` was looked at or written now (for Remove).
+  void Touch(const std::string& digest);
 
   const std::string dir_;
   std::mutex mu_;
   std::set<std::string> uploading_;
+  std::map<std::string, int64_t> touched_ms_;  // last Stat/Exists/upload per digest, Unix ms
 };
 
 }  // namespace freeagent::controller

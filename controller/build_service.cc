@@ -199,6 +199,12 @@ grpc::ServerUnaryReactor* BuildServiceImpl::Cancel(grpc::CallbackServerContext* 
   return Reply(context, controller_->Cancel(request->id(), request->reason()), response);
 }
 
+grpc::ServerUnaryReactor* BuildServiceImpl::CollectGarbage(grpc::CallbackServerContext* context,
+                                                           const v1::CollectGarbageRequest* request,
+                                                           v1::CollectGarbageResponse* response) {
+  return Reply(context, controller_->CollectGarbage(request->apply()), response);
+}
+
 grpc::ServerUnaryReactor* FleetServiceImpl::ListWorkers(grpc::CallbackServerContext* context,
                                                         const v1::ListWorkersRequest* /*request*/,
                                                         v1::ListWorkersResponse* response) {

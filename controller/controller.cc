@@ -179,12 +179,18 @@ absl::Status Controller::Load() {
 void Controller::LivenessLoop() {
   const auto period = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(500),
                                                           options_.liveness_timeout / 4 + std::chrono::milliseconds(1));
+  const bool retention = options_.retention.max_age_days > 0 || options_.retention.max_total_bytes > 0;
+  auto next_retention = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopped_) {
     liveness_cv_.wait_for(lock, period, [this] { return stopped_; });
     if (stopped_) return;
     lock.unlock();
     CheckLiveness();
+    if (retention && std::chrono::steady_clock::now() >= next_retention) {
+      if (auto r = CollectGarbage(/*apply=*/true); !r.ok()) spdlog::error("retention: {}", r.status().ToString());
+      next_retention = std::chrono::steady_clock::now() + options_.retention_interval;
+    }
     lock.lock();
   }
 }

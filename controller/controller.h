@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "controller/blob_store.h"
 #include "controller/log_store.h"
+#include "controller/retention.h"
 #include "controller/store.h"
 #include "freeagent/v1/build.pb.h"
 #include "freeagent/v1/fleet.pb.h"
@@ -37,6 +38,9 @@ struct ControllerOptions {
   std::chrono::milliseconds heartbeat_interval{5000};
   std::chrono::milliseconds liveness_timeout{30000};
   uint32_t max_attempts = 2;
+  // Artifact retention (retention.h), applied every retention_interval when either limit is set.
+  RetentionPolicy retention;
+  std::chrono::milliseconds retention_interval{std::chrono::hours(1)};
 };
 
 // The controller's side of one worker stream.
@@ -87,6 +91,9 @@ class Controller {
   absl::StatusOr<v1::Build> Get(const std::string& id);
   absl::StatusOr<v1::ListBuildsResponse> List(const v1::ListBuildsRequest& request);
   absl::StatusOr<v1::Build> Cancel(const std::string& id, const std::string& reason);
+  // What retention removes now (apply = false: nothing is changed). Removed artifacts keep their
+  // record with expired_unix_ms set.
+  absl::StatusOr<v1::CollectGarbageResponse> CollectGarbage(bool apply);
   absl::StatusOr<WatchSnapshot> Snapshot(const std::string& id);
   // The watcher is held weakly; it is dropped once expired.
   void AddWatcher(const std::string& id, std::weak_ptr<BuildWatcher> watcher);

@@ -26,6 +26,8 @@ struct Flags {
   int64_t heartbeat_interval_ms = 5000;
   int64_t liveness_timeout_ms = 30000;
   int64_t max_attempts = 2;
+  int64_t artifact_retention_days = 30;
+  int64_t artifact_max_total_gib = 0;
   std::string log_level;
 };
 
@@ -35,7 +37,8 @@ absl::Status ApplyConfig(const CLI::App& app, Flags& flags) {
   ASSIGN_OR_RETURN(toml::table table, freeagent::LoadToml(flags.config));
   freeagent::ConfigReader reader(table, flags.config);
   RETURN_IF_ERROR(reader.RejectUnknown("", {"listen", "data_dir", "heartbeat_interval_ms",
-                                            "liveness_timeout_ms", "max_attempts", "log_level"}));
+                                            "liveness_timeout_ms", "max_attempts", "log_level",
+                                            "artifact_retention_days", "artifact_max_total_gib"}));
   auto from_file = [&](const char* flag, const char* key, auto* out) -> absl::Status {
     if (app.count(flag) > 0) return absl::OkStatus();
     return reader.Get(key, out);
@@ -46,6 +49,8 @@ absl::Status ApplyConfig(const CLI::App& app, Flags& flags) {
   RETURN_IF_ERROR(from_file("--liveness-timeout-ms", "liveness_timeout_ms", &flags.liveness_timeout_ms));
   RETURN_IF_ERROR(from_file("--max-attempts", "max_attempts", &flags.max_attempts));
   RETURN_IF_ERROR(from_file("--log-level", "log_level", &flags.log_level));
+  RETURN_IF_ERROR(from_file("--artifact-retention-days", "artifact_retention_days", &flags.artifact_retention_days));
+  RETURN_IF_ERROR(from_file("--artifact-max-total-gib", "artifact_max_total_gib", &flags.artifact_max_total_gib));
   return absl::OkStatus();
 }
 
@@ -56,6 +61,12 @@ absl::Status Validate(const Flags& flags) {
   }
   if (flags.max_attempts < 1 || flags.max_attempts > 100) {
     return absl::InvalidArgumentError("max_attempts must be between 1 and 100");
+  }
+  if (flags.artifact_retention_days < 0 || flags.artifact_retention_days > 36500) {
+    return absl::InvalidArgumentError("artifact_retention_days must be between 0 (keep forever) and 36500");
+  }
+  if (flags.artifact_max_total_gib < 0 || flags.artifact_max_total_gib > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError("artifact_max_total_gib must be 0 (no limit) or a positive number of GiB");
   }
   return absl::OkStatus();
 }
@@ -76,6 +87,12 @@ int main(int argc, char** argv) {
                  "a worker silent this long is offline")
       ->capture_default_str();
   app.add_option("--max-attempts", flags.max_attempts, "attempts per build when workers are lost")
+      ->capture_default_str();
+  app.add_option("--artifact-retention-days", flags.artifact_retention_days,
+                 "remove artifacts of builds that ended this many days ago (0 = keep)")
+      ->capture_default_str();
+  app.add_option("--artifact-max-total-gib", flags.artifact_max_total_gib,
+                 "remove the oldest artifacts while all of them take more (0 = no limit)")
       ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error (or FREEAGENT_LOG_LEVEL)");
   CLI11_PARSE(app, argc, argv);
@@ -105,6 +122,8 @@ int main(int argc, char** argv) {
   options.controller.heartbeat_interval = std::chrono::milliseconds(flags.heartbeat_interval_ms);
   options.controller.liveness_timeout = std::chrono::milliseconds(flags.liveness_timeout_ms);
   options.controller.max_attempts = static_cast<uint32_t>(flags.max_attempts);
+  options.controller.retention.max_age_days = static_cast<uint32_t>(flags.artifact_retention_days);
+  options.controller.retention.max_total_bytes = static_cast<uint64_t>(flags.artifact_max_total_gib) << 30;
   auto server = freeagent::controller::ControllerServer::Start(options);
   if (!server.ok()) {
     spdlog::critical("{}", std::string(server.status().message()));

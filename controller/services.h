@@ -34,6 +34,9 @@ class BuildServiceImpl final : public v1::BuildService::CallbackService {
                                                   const v1::WatchRequest* request) override;
   grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* context,
                                    const v1::CancelBuildRequest* request, v1::Build* response) override;
+  grpc::ServerUnaryReactor* CollectGarbage(grpc::CallbackServerContext* context,
+                                           const v1::CollectGarbageRequest* request,
+                                           v1::CollectGarbageResponse* response) override;
 
  private:
   Controller* controller_;

@@ -122,6 +122,59 @@ TEST(FormatBuildDetails, ShowsPhasesWithDurationsAndArtifacts) {
   EXPECT_THAT(text, HasSubstr(std::string(64, 'a')));
 }
 
+TEST(DescribeArtifact, AppProfileZipErrorAndExpiryAsLines) {
+  freeagent::v1::ArtifactInfo a;
+  a.set_name("Example.ipa");
+  auto& m = *a.mutable_metadata();
+  m["kind"] = "ipa";
+  m["bundle_id"] = "com.example.app";
+  m["short_version"] = "2.4.1";
+  m["build"] = "417";
+  m["minimum_os"] = "15.0";
+  m["display_name"] = "Example App";
+  m["profile_name"] = "Example App Store";
+  m["profile_kind"] = "app-store";
+  m["profile_team_id"] = "ABCDE12345";
+  m["profile_uuid"] = "6A2F3C1E-9B4D-4E8A-A1F0-3C5D7E9B1A20";
+  m["profile_expires"] = "2030-01-01T00:00:00Z";
+  m["entries"] = "5";
+  m["uncompressed_bytes"] = "2048";
+  EXPECT_THAT(DescribeArtifact(a),
+              ::testing::ElementsAre(
+                  "app: com.example.app 2.4.1 (417), minimum iOS 15.0, \"Example App\"",
+                  "profile: \"Example App Store\" app-store, team ABCDE12345, UUID "
+                  "6A2F3C1E-9B4D-4E8A-A1F0-3C5D7E9B1A20, expires 2030-01-01T00:00:00Z",
+                  ::testing::StartsWith("ipa: 5 entries, 2")));
+  freeagent::v1::ArtifactInfo bad;
+  bad.set_description_error("not a readable zip: truncated");
+  bad.set_expired_unix_ms(1700000000000);
+  auto lines = DescribeArtifact(bad);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], "not described: not a readable zip: truncated");
+  EXPECT_THAT(lines[1], HasSubstr("removed by retention at "));
+  Build b;
+  *b.add_artifacts() = a;
+  EXPECT_THAT(FormatBuildDetails(b), HasSubstr("    app: com.example.app 2.4.1 (417)"));
+}
+
+TEST(FormatGarbage, ListsItemsAndSaysWhetherItWasApplied) {
+  freeagent::v1::CollectGarbageResponse r;
+  auto* item = r.add_items();
+  item->set_build_id("b-1");
+  item->set_name("a.ipa");
+  item->set_size(100);
+  item->set_reason("older than 30 days");
+  r.set_removed_bytes(100);
+  r.set_retention_days(30);
+  std::string dry = FormatGarbage(r);
+  EXPECT_THAT(dry, HasSubstr("b-1"));
+  EXPECT_THAT(dry, HasSubstr("older than 30 days"));
+  EXPECT_THAT(dry, HasSubstr("would remove 1 artifact(s)"));
+  EXPECT_THAT(dry, HasSubstr("--apply"));
+  r.set_applied(true);
+  EXPECT_THAT(FormatGarbage(r), HasSubstr("removed 1 artifact(s)"));
+}
+
 TEST(ToJson, UsesProtoFieldNamesOnOneLine) {
   Build b;
   b.set_id("b-1");

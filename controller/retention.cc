@@ -1,0 +1,71 @@
+#include "controller/retention.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+
+namespace freeagent::controller {
+
+RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const std::set<std::string>& in_use,
+                            const RetentionPolicy& policy, int64_t now_unix_ms) {
+  struct Blob {
+    uint64_t size = 0;
+    int64_t newest_ms = 0;
+    bool pinned = false;
+    std::vector<const ArtifactRecord*> refs;
+  };
+  std::map<std::string, Blob> blobs;
+  for (const ArtifactRecord& r : records) {
+    Blob& b = blobs[r.info.sha256()];
+    b.size = r.info.size();
+    b.refs.push_back(&r);
+    if (r.finished_unix_ms == 0) b.pinned = true;
+    b.newest_ms = std::max(b.newest_ms, r.finished_unix_ms);
+  }
+  for (const std::string& d : in_use) {
+    auto it = blobs.find(d);
+    if (it != blobs.end()) it->second.pinned = true;
+  }
+  RetentionPlan plan;
+  uint64_t total = 0;
+  for (const auto& [digest, b] : blobs) total += b.size;
+
+  std::vector<std::pair<int64_t, std::string>> by_age;  // (newest use, digest), oldest first
+  for (const auto& [digest, b] : blobs) {
+    if (!b.pinned) by_age.emplace_back(b.newest_ms, digest);
+  }
+  std::sort(by_age.begin(), by_age.end());
+  const int64_t cutoff_ms =
+      policy.max_age_days == 0 ? INT64_MIN : now_unix_ms - int64_t{policy.max_age_days} * 24 * 3600 * 1000;
+  auto remove = [&](const std::string& digest, const std::string& reason) {
+    const Blob& b = blobs[digest];
+    plan.digests.push_back(digest);
+    plan.removed_bytes += b.size;
+    total -= b.size;
+    for (const ArtifactRecord* r : b.refs) {
+      v1::GarbageItem item;
+      item.set_build_id(r->build_id);
+      item.set_name(r->info.name());
+      item.set_sha256(digest);
+      item.set_size(r->info.size());
+      item.set_finished_unix_ms(r->finished_unix_ms);
+      item.set_reason(reason);
+      plan.items.push_back(std::move(item));
+    }
+  };
+  size_t next = 0;
+  for (; next < by_age.size() && by_age[next].first < cutoff_ms; ++next) {
+    remove(by_age[next].second, absl::StrCat("older than ", policy.max_age_days, " days"));
+  }
+  for (; policy.max_total_bytes > 0 && total > policy.max_total_bytes && next < by_age.size(); ++next) {
+    remove(by_age[next].second, absl::StrCat("over the ", policy.max_total_bytes, "-byte total"));
+  }
+  std::stable_sort(plan.items.begin(), plan.items.end(), [](const v1::GarbageItem& a, const v1::GarbageItem& b) {
+    return a.finished_unix_ms() < b.finished_unix_ms();
+  });
+  plan.kept_bytes = total;
+  return plan;
+}
+
+}  // namespace freeagent::controller

@@ -1,0 +1,45 @@
+// Artifact retention: which artifact blobs the controller removes to keep artifacts for at most N days
+// and under M bytes in total. Pure planning over a snapshot of the record (no I/O, no locks), so the
+// rules are testable on their own; Controller::CollectGarbage gathers the snapshot and applies the plan.
+//
+// Rules: blobs are content-addressed and may be shared, so the unit of removal is a digest, aged by the
+// newest finished build that references it. A digest referenced by a build that has not finished (as an
+// artifact or its source), or listed in `in_use` (touched by a transfer while builds were running), is
+// never removed. First every digest older than the age limit goes; then, oldest first, digests go until
+// the total is under the size limit.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "freeagent/v1/build.pb.h"
+
+namespace freeagent::controller {
+
+struct RetentionPolicy {
+  uint32_t max_age_days = 0;     // 0 = no age limit
+  uint64_t max_total_bytes = 0;  // 0 = no size limit
+};
+
+// One artifact record of a build, as the record holds it.
+struct ArtifactRecord {
+  std::string build_id;
+  int index = 0;                 // position in Build.artifacts
+  v1::ArtifactInfo info;
+  int64_t finished_unix_ms = 0;  // when the build ended; 0 = not finished
+};
+
+struct RetentionPlan {
+  std::vector<v1::GarbageItem> items;  // every artifact record whose blob goes, oldest first
+  std::vector<std::string> digests;    // the blobs to remove
+  uint64_t removed_bytes = 0;
+  uint64_t kept_bytes = 0;
+};
+
+// `records`: every artifact of every build not yet expired. `in_use`: digests that must stay.
+RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const std::set<std::string>& in_use,
+                            const RetentionPolicy& policy, int64_t now_unix_ms);
+
+}  // namespace freeagent::controller

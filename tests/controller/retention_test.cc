@@ -1,0 +1,72 @@
+// Artifact retention: the plan (age and size limits, shared and pinned blobs) and CollectGarbage over a
+// real controller record and blob store.
+#include "controller/retention.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace freeagent::controller {
+namespace {
+
+constexpr int64_t kDay = 24 * 3600 * 1000;
+constexpr int64_t kNow = 1'900'000'000'000;
+
+ArtifactRecord Rec(const std::string& build, const std::string& digest, uint64_t size, int64_t finished) {
+  ArtifactRecord r;
+  r.build_id = build;
+  r.info.set_name(build + ".ipa");
+  r.info.set_sha256(digest);
+  r.info.set_size(size);
+  r.finished_unix_ms = finished;
+  return r;
+}
+
+std::vector<std::string> Builds(const RetentionPlan& plan) {
+  std::vector<std::string> out;
+  for (const auto& item : plan.items) out.push_back(item.build_id());
+  return out;
+}
+
+TEST(PlanRetention, OlderThanTheAgeLimitGoesOldestFirst) {
+  std::vector<ArtifactRecord> recs = {Rec("b3", "d3", 30, kNow - 1 * kDay), Rec("b1", "d1", 10, kNow - 40 * kDay),
+                                      Rec("b2", "d2", 20, kNow - 31 * kDay)};
+  RetentionPlan plan = PlanRetention(recs, {}, RetentionPolicy{30, 0}, kNow);
+  EXPECT_EQ(Builds(plan), (std::vector<std::string>{"b1", "b2"}));
+  EXPECT_EQ(plan.removed_bytes, 30u);
+  EXPECT_EQ(plan.kept_bytes, 30u);
+  EXPECT_TRUE(absl::StrContains(plan.items[0].reason(), "older than 30 days"));
+}
+
+TEST(PlanRetention, SizeLimitRemovesOldestUntilUnder) {
+  std::vector<ArtifactRecord> recs = {Rec("b1", "d1", 100, kNow - 3 * kDay), Rec("b2", "d2", 100, kNow - 2 * kDay),
+                                      Rec("b3", "d3", 100, kNow - 1 * kDay)};
+  RetentionPlan plan = PlanRetention(recs, {}, RetentionPolicy{0, 150}, kNow);
+  EXPECT_EQ(Builds(plan), (std::vector<std::string>{"b1", "b2"}));
+  EXPECT_EQ(plan.kept_bytes, 100u);
+  EXPECT_TRUE(PlanRetention(recs, {}, RetentionPolicy{0, 300}, kNow).items.empty());
+  EXPECT_TRUE(PlanRetention(recs, {}, RetentionPolicy{0, 0}, kNow).items.empty());
+}
+
+TEST(PlanRetention, RunningBuildsAndInUseBlobsAreNeverRemoved) {
+  std::vector<ArtifactRecord> recs = {Rec("old", "d1", 100, kNow - 90 * kDay), Rec("running", "d2", 100, 0),
+                                      Rec("touched", "d3", 100, kNow - 90 * kDay)};
+  RetentionPlan plan = PlanRetention(recs, {"d3"}, RetentionPolicy{30, 1}, kNow);
+  EXPECT_EQ(Builds(plan), (std::vector<std::string>{"old"}));
+  EXPECT_EQ(plan.kept_bytes, 200u);  // over the limit, but what stays is pinned
+}
+
+TEST(PlanRetention, SharedBlobGoesOnlyWhenEveryUserIsOld) {
+  std::vector<ArtifactRecord> recs = {Rec("old", "d1", 100, kNow - 90 * kDay), Rec("new", "d1", 100, kNow - kDay),
+                                      Rec("other", "d2", 50, kNow - 60 * kDay)};
+  RetentionPlan plan = PlanRetention(recs, {}, RetentionPolicy{30, 0}, kNow);
+  EXPECT_EQ(Builds(plan), (std::vector<std::string>{"other"}));
+  // Under a size limit the shared blob goes with both its records, counted once.
+  plan = PlanRetention(recs, {}, RetentionPolicy{0, 10}, kNow);
+  EXPECT_EQ(plan.digests, (std::vector<std::string>{"d2", "d1"}));
+  EXPECT_EQ(plan.removed_bytes, 150u);
+  EXPECT_EQ(plan.items.size(), 3u);
+}
+
+}  // namespace
+}  // namespace freeagent::controller
