@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/archive.h"
 #include "common/clock.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
@@ -19,6 +20,8 @@ namespace {
 constexpr uint32_t kDefaultCancelGraceSeconds = 10;
 constexpr uint32_t kDefaultPageSize = 50;
 constexpr uint32_t kMaxPageSize = 1000;
+// Shorter secrets cannot be masked in the log without mangling it (the worker's redactor ignores them).
+constexpr size_t kMinSecretBytes = 6;
 
 std::string NewJobId() {
   static std::mutex mu;
@@ -510,6 +513,22 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
   }
   for (const auto& [key, value] : spec.required_labels()) {
     if (key.empty()) return absl::InvalidArgumentError("spec.required_labels has an empty key");
+  }
+  for (const auto& [key, value] : spec.secret_env()) {
+    if (value.size() < kMinSecretBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "spec.secret_env ", key, " is shorter than ", kMinSecretBytes,
+          " bytes: a secret that short cannot be masked in the log without mangling it"));
+    }
+  }
+  if (spec.has_signing() && !spec.signing().p12_password().empty() &&
+      spec.signing().p12_password().size() < kMinSecretBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("spec.signing.p12_password is shorter than ", kMinSecretBytes,
+                                                   " bytes: it could not be masked in the log"));
+  }
+  // A hostile source archive is refused here, before any worker or VM sees it.
+  if (absl::Status st = CheckArchive(blobs_.PathFor(spec.source_digest())); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec.source_digest ", spec.source_digest(), ": ", st.message()));
   }
 
   v1::Build out;

@@ -13,7 +13,7 @@ class BuildServiceTest : public ControllerTest {
   void SetUp() override {
     ControllerTest::SetUp();
     StartServer();
-    source_ = Upload("source tarball bytes");
+    source_ = UploadSource();
   }
 
   // Drives `job` to a result through `worker`, sending `log` in chunks of `chunk` bytes.
@@ -522,7 +522,7 @@ class LivenessTest : public BuildServiceTest {
     ControllerTest::SetUp();
     options_.controller.liveness_timeout = 600ms;
     StartServer();
-    source_ = Upload("source");
+    source_ = UploadSource("other");
   }
 };
 

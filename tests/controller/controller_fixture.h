@@ -16,6 +16,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "common/archive.h"
 #include "common/fs.h"
 #include "common/sha256.h"
 #include "controller/server.h"
@@ -211,6 +212,19 @@ class ControllerTest : public ::testing::Test {
     grpc::Status st = UploadRaw(digest, data.size(), 0, data, nullptr);
     EXPECT_TRUE(st.ok()) << st.error_message();
     return digest;
+  }
+
+  // Uploads a small valid source archive (one file `name` holding `content`); returns its digest.
+  std::string UploadSource(const std::string& name = "Makefile", const std::string& content = "all:\n") {
+    auto dir = MakePrivateTempDir("/tmp", "fa-src-");
+    EXPECT_TRUE(dir.ok()) << dir.status();
+    EXPECT_TRUE(MakeDirs(*dir + "/src").ok());
+    EXPECT_TRUE(WriteFileAtomic(*dir + "/src/" + name, content).ok());
+    EXPECT_TRUE(PackDirectory(*dir + "/src", *dir + "/src.tar.gz").ok());
+    auto bytes = ReadFile(*dir + "/src.tar.gz");
+    RemoveTree(*dir).IgnoreError();
+    EXPECT_TRUE(bytes.ok()) << bytes.status();
+    return Upload(bytes.ok() ? *bytes : "");
   }
 
   grpc::Status UploadRaw(const std::string& digest, uint64_t size, uint64_t offset, const std::string& data,

@@ -14,7 +14,7 @@ class GcTest : public ControllerTest {
     options_.controller.retention.max_total_bytes = 150;
     options_.controller.retention_interval = std::chrono::hours(100);  // only explicit runs
     StartServer();
-    source_ = Upload("source tarball bytes");
+    source_ = UploadSource();
   }
 
   // Runs one build to SUCCEEDED on `worker` with one artifact holding `data`; returns its id.
