@@ -1,14 +1,19 @@
 #include "node/job_runner.h"
 
+#include <map>
+#include <optional>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "artifacts/collector.h"
 #include "common/archive.h"
 #include "common/clock.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
+#include "signing/keychain_installer.h"
+#include "signing/validate.h"
 
 namespace freeagent::node {
 
@@ -32,6 +37,37 @@ bool SafeRelativeDir(const std::string& dir) {
 
 std::string SecondsText(std::chrono::milliseconds d) {
   return absl::StrCat(d.count() / 1000.0, " s");
+}
+
+// The job's signing material, downloaded into the job's private dir and validated on the host.
+struct SigningFiles {
+  signing::SigningBundle bundle;
+  std::string p12_path;
+  std::vector<std::string> profile_paths;
+};
+
+// Runs at PREPARING, before any machine exists. Files are named by digest prefix in messages. A blob
+// that cannot be fetched is returned as is; material that does not parse or validate is
+// FAILED_PRECONDITION.
+absl::StatusOr<SigningFiles> FetchSigning(const v1::SigningMaterial& m, const std::string& job_dir,
+                                          artifacts::BlobClient& blobs, const CancellationToken& cancel) {
+  if (m.p12_digest().empty()) return absl::FailedPreconditionError("signing: provisioning profiles without a P12");
+  SigningFiles files;
+  std::string dir = job_dir + "/signing";
+  RETURN_IF_ERROR(MakeDirs(dir, 0700));
+  files.p12_path = absl::StrCat(dir, "/identity-", m.p12_digest().substr(0, 12), ".p12");
+  RETURN_IF_ERROR(blobs.DownloadFile(m.p12_digest(), files.p12_path, cancel).status());
+  for (const std::string& digest : m.profile_digests()) {
+    files.profile_paths.push_back(absl::StrCat(dir, "/profile-", digest.substr(0, 12), ".mobileprovision"));
+    RETURN_IF_ERROR(blobs.DownloadFile(digest, files.profile_paths.back(), cancel).status());
+  }
+  absl::StatusOr<signing::SigningBundle> bundle =
+      signing::LoadBundleFiles(files.p12_path, m.p12_password(), files.profile_paths, m.bundle_id());
+  if (!bundle.ok()) return absl::FailedPreconditionError(absl::StrCat("signing: ", bundle.status().message()));
+  absl::Status valid = signing::Validate(*bundle, absl::Now());
+  if (!valid.ok()) return absl::FailedPreconditionError(absl::StrCat("signing: ", valid.message()));
+  files.bundle = *std::move(bundle);
+  return files;
 }
 
 }  // namespace
@@ -208,6 +244,17 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
     if (!s.ok()) return FromStatus(absl::InvalidArgumentError(absl::StrCat("source archive: ", s.message())),
                                    v1::JOB_STATE_ERROR);
   }
+  std::optional<SigningFiles> signing_files;
+  if (!spec.signing().p12_digest().empty() || spec.signing().profile_digests_size() > 0) {
+    absl::StatusOr<SigningFiles> fetched = FetchSigning(spec.signing(), job_dir_, *blobs_, cancel_);
+    if (!fetched.ok()) {
+      return FromStatus(fetched.status(),
+                        absl::IsFailedPrecondition(fetched.status()) ? v1::JOB_STATE_FAILED : v1::JOB_STATE_ERROR);
+    }
+    signing_files = *std::move(fetched);
+    Note(absl::StrCat("signing material checked: ", signing_files->bundle.identity.certificate.common_name, ", ",
+                      signing_files->bundle.profiles.size(), " profile(s)"));
+  }
   if (cancel_.IsCancelled()) return CancelledOutcome();
 
   EnterPhase(v1::PHASE_PROVISIONING_VM, "provisioning machine");
@@ -243,9 +290,36 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
   }
   if (cancel_.IsCancelled()) return CancelledOutcome();
 
+  // Declared after the lease: on an early return the keychain is removed before the machine stops.
+  std::optional<signing::KeychainInstaller> keychain;
+  auto remove_signing = [&] {
+    if (!keychain) return;
+    absl::Status removed = keychain->Cleanup();
+    if (!removed.ok()) Note(absl::StrCat("cleanup: ", removed.message()));
+  };
+  if (signing_files) {
+    EnterPhase(v1::PHASE_INSTALLING_SIGNING, "installing signing material");
+    keychain.emplace(lease->guest());
+    signing::KeychainInstallRequest install;
+    install.p12_host_path = signing_files->p12_path;
+    install.p12_password = spec.signing().p12_password();
+    install.identity = signing_files->bundle.identity;
+    for (size_t i = 0; i < signing_files->profile_paths.size(); ++i) {
+      install.profiles.push_back({signing_files->bundle.profiles[i], signing_files->profile_paths[i]});
+    }
+    if (spec.preset() == "expo-ios") install.eas_credentials_dir = lease->workspace();
+    install.deadline = deadline_;
+    install.cancel = cancel_;
+    absl::StatusOr<std::map<std::string, std::string>> env = keychain->Install(install);
+    if (!env.ok()) return FromStatus(env.status(), v1::JOB_STATE_ERROR);
+    signing_env_ = *std::move(env);
+    Note(absl::StrCat("signing identity installed in ", signing_env_[signing::kEnvKeychain]));
+  }
+
   Outcome outcome = RunSteps(*lease.get());
   if (outcome.state != v1::JOB_STATE_SUCCEEDED) {
     EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
+    remove_signing();
     s = lease.Release();
     if (!s.ok()) Note(absl::StrCat("cleanup: ", s.message()));
     return outcome;
@@ -276,6 +350,7 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
   }
   if (cancel_.IsCancelled()) return CancelledOutcome();
   EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");
+  remove_signing();
   s = lease.Release();
   if (!s.ok()) Note(absl::StrCat("cleanup: ", s.message()));
   return outcome;
@@ -306,6 +381,7 @@ JobRunner::Outcome JobRunner::RunSteps(vm::Vm& vm) {
     req.env["FREEAGENT_ATTEMPT"] = std::to_string(job_.attempt());
     req.env["FREEAGENT_WORKSPACE"] = vm.workspace();
     for (const auto& [k, v] : spec.secret_env()) req.env[k] = v;
+    for (const auto& [k, v] : signing_env_) req.env[k] = v;
     for (const auto& [k, v] : step.env()) req.env[k] = v;
     req.on_stdout = [this](std::string_view b) { Log(b); };
     req.on_stderr = [this](std::string_view b) { Log(b); };

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -97,6 +98,8 @@ class JobRunner {
   // The step last entered, for progress reports (0 and "" outside PHASE_RUNNING).
   uint32_t step_index_ = 0;
   std::string step_name_;
+  // Set for the steps once signing material is installed in the machine (FREEAGENT_KEYCHAIN, ...).
+  std::map<std::string, std::string> signing_env_;
 
   // Timeline: the phase being timed and the finished ones.
   std::vector<freeagent::v1::PhaseDuration> phases_;

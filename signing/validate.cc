@@ -88,17 +88,23 @@ absl::Status Validate(const SigningBundle& bundle, absl::Time now) {
   return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
 }
 
-absl::StatusOr<CheckReport> CheckFiles(const std::string& p12_path, std::string_view password,
-                                       const std::vector<std::string>& profile_paths, const std::string& bundle_id,
-                                       absl::Time now) {
-  NamedBytes p12{p12_path, ""};
+absl::StatusOr<SigningBundle> LoadBundleFiles(const std::string& p12_path, std::string_view password,
+                                              const std::vector<std::string>& profile_paths, std::string bundle_id) {
+  auto base_name = [](const std::string& path) { return path.substr(path.rfind('/') + 1); };
+  NamedBytes p12{base_name(p12_path), ""};
   ASSIGN_OR_RETURN(p12.bytes, ReadFile(p12_path));
   std::vector<NamedBytes> profiles;
   for (const auto& path : profile_paths) {
     ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-    profiles.push_back({path, std::move(bytes)});
+    profiles.push_back({base_name(path), std::move(bytes)});
   }
-  ASSIGN_OR_RETURN(SigningBundle bundle, LoadBundle(p12, password, profiles, bundle_id));
+  return LoadBundle(p12, password, profiles, std::move(bundle_id));
+}
+
+absl::StatusOr<CheckReport> CheckFiles(const std::string& p12_path, std::string_view password,
+                                       const std::vector<std::string>& profile_paths, const std::string& bundle_id,
+                                       absl::Time now) {
+  ASSIGN_OR_RETURN(SigningBundle bundle, LoadBundleFiles(p12_path, password, profile_paths, bundle_id));
   return CheckReport{Summarize(bundle, now), Validate(bundle, now)};
 }
 

@@ -32,6 +32,11 @@ struct NamedBytes {
 absl::StatusOr<SigningBundle> LoadBundle(const NamedBytes& p12, std::string_view password,
                                          const std::vector<NamedBytes>& profiles, std::string bundle_id);
 
+// LoadBundle from files; each file is named by its base name in messages. NOT_FOUND (with the path)
+// for a file that does not exist.
+absl::StatusOr<SigningBundle> LoadBundleFiles(const std::string& p12_path, std::string_view password,
+                                              const std::vector<std::string>& profile_paths, std::string bundle_id);
+
 // Checks, at time `now`:
 //   the certificate is valid (not before not_before, not after not_after);
 //   it is a code-signing identity (IsCodeSigningIdentity);
