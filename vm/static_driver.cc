@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "vm/workspace.h"
 
 namespace freeagent::vm {
 namespace {
@@ -13,25 +14,6 @@ absl::Status CheckName(const std::string& name) {
     return absl::InvalidArgumentError(absl::StrCat("bad VM name \"", name, "\""));
   }
   return absl::OkStatus();
-}
-
-// Runs a short housekeeping command; its output is returned, a non-zero exit is an error.
-absl::StatusOr<std::string> RunChecked(Guest& guest, const std::string& command, std::chrono::milliseconds timeout) {
-  ExecRequest req;
-  req.command = command;
-  req.deadline = Deadline::After(timeout);
-  req.kill_grace = std::chrono::seconds(5);
-  std::string out, err;
-  req.on_stdout = [&out](std::string_view b) { out.append(b); };
-  req.on_stderr = [&err](std::string_view b) {
-    if (err.size() < 4096) err.append(b);
-  };
-  ASSIGN_OR_RETURN(ExecResult r, guest.Exec(req));
-  if (!r.Succeeded()) {
-    return absl::InternalError(absl::StrCat("`", command, "` on ", guest.Describe(), " failed (exit ", r.exit_code,
-                                            r.timed_out ? ", timed out" : "", "): ", err));
-  }
-  return out;
 }
 
 class StaticVm : public Vm {
@@ -54,14 +36,7 @@ class StaticVm : public Vm {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.Remaining());
     ssh.connect_timeout = std::min(ssh.connect_timeout, left);
     ASSIGN_OR_RETURN(guest_, SshGuest::Connect(ssh, cancel));
-    // A fresh workspace: whatever an earlier attempt of the same name left is removed first.
-    std::string q = ShellQuote(workspace_);
-    RETURN_IF_ERROR(RunChecked(*guest_,
-                               absl::StrCat("mkdir -p ", ShellQuote(config_.workspace_root), " && rm -rf ", q,
-                                            " && mkdir -m 700 ", q),
-                               std::chrono::seconds(60))
-                        .status());
-    return absl::OkStatus();
+    return MakeFreshWorkspace(*guest_, config_.workspace_root, workspace_, cancel);
   }
 
   Guest* guest() override { return guest_.get(); }
@@ -79,9 +54,9 @@ class StaticVm : public Vm {
       guest_.reset();
       return absl::OkStatus();
     }
-    absl::Status s = RunChecked(*guest_, "rm -rf " + ShellQuote(workspace_), std::chrono::seconds(120)).status();
+    absl::Status s = RunGuestCommand(*guest_, "rm -rf " + ShellQuote(workspace_), std::chrono::seconds(120)).status();
     if (!config_.reset_command.empty()) {
-      s.Update(RunChecked(*guest_, config_.reset_command, config_.reset_timeout).status());
+      s.Update(RunGuestCommand(*guest_, config_.reset_command, config_.reset_timeout).status());
     }
     destroyed_ = true;
     guest_.reset();
@@ -131,7 +106,7 @@ absl::StatusOr<std::unique_ptr<SshGuest>> StaticDriver::Connect(const Cancellati
 absl::StatusOr<std::vector<std::string>> StaticDriver::ListOwned(const std::string& prefix) {
   ASSIGN_OR_RETURN(auto guest, Connect(CancellationToken()));
   std::string root = ShellQuote(config_.workspace_root);
-  ASSIGN_OR_RETURN(std::string listing, RunChecked(*guest, absl::StrCat("[ ! -d ", root, " ] || ls -1A ", root),
+  ASSIGN_OR_RETURN(std::string listing, RunGuestCommand(*guest, absl::StrCat("[ ! -d ", root, " ] || ls -1A ", root),
                                                    std::chrono::seconds(60)));
   std::vector<std::string> names;
   for (absl::string_view line : absl::StrSplit(listing, '\n', absl::SkipEmpty())) {
@@ -143,7 +118,7 @@ absl::StatusOr<std::vector<std::string>> StaticDriver::ListOwned(const std::stri
 absl::Status StaticDriver::DestroyOwned(const std::string& name) {
   RETURN_IF_ERROR(CheckName(name));
   ASSIGN_OR_RETURN(auto guest, Connect(CancellationToken()));
-  return RunChecked(*guest, "rm -rf " + ShellQuote(absl::StrCat(config_.workspace_root, "/", name)),
+  return RunGuestCommand(*guest, "rm -rf " + ShellQuote(absl::StrCat(config_.workspace_root, "/", name)),
                     std::chrono::seconds(120))
       .status();
 }
