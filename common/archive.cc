@@ -85,7 +85,22 @@ std::string Normalize(absl::string_view path) {
   return out;
 }
 
-absl::Status CheckEntry(archive_entry* e, const std::string& archive_path, std::set<std::string>* symlinks) {
+// What the entries seen so far created, for checks that depend on earlier entries.
+struct SeenEntries {
+  std::set<std::string> symlinks;
+  std::set<std::string> files;
+};
+
+// The symlink (an earlier entry) that `norm` or one of its parent directories is, if any.
+const std::string* ThroughSymlink(const std::string& norm, const std::set<std::string>& symlinks) {
+  for (size_t pos = norm.find('/'); pos != std::string::npos; pos = norm.find('/', pos + 1)) {
+    auto it = symlinks.find(norm.substr(0, pos));
+    if (it != symlinks.end()) return &*it;
+  }
+  return nullptr;
+}
+
+absl::Status CheckEntry(archive_entry* e, const std::string& archive_path, SeenEntries* seen) {
   const char* raw = archive_entry_pathname(e);
   std::string name = raw != nullptr ? raw : "";
   auto refuse = [&](absl::string_view why) {
@@ -95,24 +110,30 @@ absl::Status CheckEntry(archive_entry* e, const std::string& archive_path, std::
   if (name.front() == '/') return refuse("is an absolute path");
   if (HasDotDot(name)) return refuse("contains '..'");
   mode_t type = archive_entry_filetype(e);
-  if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
+  const bool hard_link = archive_entry_hardlink(e) != nullptr;  // tar reads these back with no file type
+  if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK && !(hard_link && type == 0)) {
     return refuse("is a device, fifo or socket; only files, directories and symlinks are allowed");
   }
   std::string norm = Normalize(name);
   // Writing through a symlink that an earlier entry created could reach outside the destination.
-  for (size_t pos = norm.find('/'); pos != std::string::npos; pos = norm.find('/', pos + 1)) {
-    if (symlinks->count(norm.substr(0, pos)) > 0) {
-      return refuse(absl::StrCat("would be written through the symlink \"", norm.substr(0, pos), "\""));
-    }
+  if (const std::string* link = ThroughSymlink(norm, seen->symlinks); link != nullptr) {
+    return refuse(absl::StrCat("would be written through the symlink \"", *link, "\""));
   }
   if (const char* hard = archive_entry_hardlink(e); hard != nullptr) {
     std::string target = hard;
     if (target.empty() || target.front() == '/' || HasDotDot(target)) return refuse("is a hard link out of the tree");
+    // Only to a regular file this archive already created: anything else (a path through a symlink,
+    // a file that is not ours) could link an outside file into the workspace.
+    if (seen->files.count(Normalize(target)) == 0) {
+      return refuse(absl::StrCat("is a hard link to \"", target, "\", which is not an earlier file of the archive"));
+    }
   }
   if (type == AE_IFLNK) {
-    symlinks->insert(norm);
+    seen->symlinks.insert(norm);
+    seen->files.erase(norm);
   } else {
-    symlinks->erase(norm);
+    seen->symlinks.erase(norm);
+    if (type == AE_IFREG || hard_link) seen->files.insert(norm);
   }
   return absl::OkStatus();
 }
@@ -213,7 +234,7 @@ absl::StatusOr<PackStats> PackDirectory(const std::string& dir, const std::strin
 absl::Status CheckArchive(const std::string& archive_path) {
   auto reader = OpenForRead(archive_path);
   if (!reader.ok()) return reader.status();
-  std::set<std::string> symlinks;
+  SeenEntries seen;
   archive_entry* e = nullptr;
   while (true) {
     int r = archive_read_next_header(reader->get(), &e);
@@ -222,7 +243,7 @@ absl::Status CheckArchive(const std::string& archive_path) {
       return absl::InvalidArgumentError(absl::StrCat("archive ", archive_path, " is not a valid tar.gz: ",
                                                      archive_error_string(reader->get())));
     }
-    if (auto s = CheckEntry(e, archive_path, &symlinks); !s.ok()) return s;
+    if (auto s = CheckEntry(e, archive_path, &seen); !s.ok()) return s;
     archive_read_data_skip(reader->get());
   }
   return absl::OkStatus();
@@ -256,6 +277,9 @@ absl::Status UnpackArchive(const std::string& archive_path, const std::string& d
     if (const char* hard = archive_entry_hardlink(e); hard != nullptr) {
       archive_entry_copy_hardlink(e, absl::StrCat(root, "/", Normalize(hard)).c_str());
     }
+    // ARCHIVE_EXTRACT_PERM would restore setuid, setgid and sticky bits (as root, for root): a
+    // source tree never needs them.
+    archive_entry_set_perm(e, archive_entry_perm(e) & 0777);
     if (archive_write_header(disk.get(), e) != ARCHIVE_OK) return ArchiveError(disk.get(), "extract", rel);
     while (true) {
       la_ssize_t n = archive_read_data(reader->get(), buf.data(), buf.size());

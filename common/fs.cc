@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -173,9 +174,17 @@ absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& 
 }
 
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data, int mode) {
-  std::string tmp = absl::StrCat(path, ".tmp");
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return ErrnoStatus(errno, "open", tmp);
+  // A unique name created with O_EXCL: two writers of the same path never share a temp file, and a
+  // planted symlink at a predictable name is never followed.
+  std::string tmp = absl::StrCat(path, ".tmp.XXXXXX");
+  int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "create temp file for", path);
+  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return ErrnoStatus(err, "chmod", tmp);
+  }
   if (absl::Status written = WriteAll(fd, data.data(), data.size(), tmp); !written.ok()) {
     ::close(fd);
     ::unlink(tmp.c_str());

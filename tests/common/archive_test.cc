@@ -25,6 +25,8 @@ class ArchiveTest : public ::testing::Test {
     mode_t type = AE_IFREG;
     std::string data;
     std::string link;  // symlink target
+    std::string hardlink;
+    mode_t perm = 0644;
   };
   // Writes a tar.gz with exactly these entries, hostile ones included.
   std::string Craft(const std::vector<Spec>& entries) {
@@ -37,9 +39,10 @@ class ArchiveTest : public ::testing::Test {
       archive_entry* e = archive_entry_new();
       archive_entry_set_pathname(e, s.path.c_str());
       archive_entry_set_filetype(e, s.type);
-      archive_entry_set_perm(e, 0644);
+      archive_entry_set_perm(e, s.perm);
       archive_entry_set_size(e, static_cast<la_int64_t>(s.data.size()));
       if (!s.link.empty()) archive_entry_set_symlink(e, s.link.c_str());
+      if (!s.hardlink.empty()) archive_entry_set_hardlink(e, s.hardlink.c_str());
       archive_write_header(a, e);
       if (!s.data.empty()) archive_write_data(a, s.data.data(), s.data.size());
       archive_entry_free(e);
@@ -114,6 +117,56 @@ TEST_F(ArchiveTest, RefusesWritingThroughASymlink) {
   absl::Status s = CheckArchive(Craft({{"escape", AE_IFLNK, "", "/etc"}, {"escape/cron.d/x", AE_IFREG, "x", ""}}));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("through the symlink \"escape\""), std::string::npos) << s;
+}
+
+TEST_F(ArchiveTest, RefusesHardLinksOutOfTheTreeOrThroughASymlink) {
+  for (const std::string target : {"/etc/passwd", "../outside", "a/../../x"}) {
+    absl::Status s = CheckArchive(Craft({{"h", AE_IFREG, "", "", target}}));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << target;
+    EXPECT_NE(s.message().find("entry \"h\" is a hard link"), std::string::npos) << s;
+  }
+  // A link into a directory reached through a symlink would link an outside file into the tree.
+  absl::Status through = CheckArchive(
+      Craft({{"etc", AE_IFLNK, "", "/etc"}, {"stolen", AE_IFREG, "", "", "etc/shadow"}}));
+  EXPECT_EQ(through.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(through.message().find("\"stolen\" is a hard link to \"etc/shadow\""), std::string::npos) << through;
+  // A hard link to a file of the archive is fine and extracts as one inode.
+  std::string ok = Craft({{"a.txt", AE_IFREG, "data", ""}, {"b.txt", AE_IFREG, "", "", "a.txt"}});
+  std::string dst = dir_ + "/dst";
+  ASSERT_TRUE(MakeDirs(dst).ok());
+  absl::Status unpacked = UnpackArchive(ok, dst);
+  ASSERT_TRUE(unpacked.ok()) << unpacked;
+  EXPECT_EQ(*ReadFile(dst + "/b.txt"), "data");
+}
+
+TEST_F(ArchiveTest, SymlinkThenWriteThroughIsRefusedAndNothingLandsOutside) {
+  std::string outside = dir_ + "/outside";
+  ASSERT_TRUE(MakeDirs(outside).ok());
+  std::string a = Craft({{"ok.txt", AE_IFREG, "x", ""}, {"sub", AE_IFLNK, "", outside},
+                         {"sub/planted", AE_IFREG, "evil", ""}});
+  std::string dst = dir_ + "/dst";
+  ASSERT_TRUE(MakeDirs(dst).ok());
+  absl::Status s = UnpackArchive(a, dst);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("sub/planted"), std::string::npos) << s;
+  EXPECT_NE(access((outside + "/planted").c_str(), F_OK), 0);
+  EXPECT_NE(access((dst + "/sub").c_str(), F_OK), 0) << "nothing is extracted from a refused archive";
+}
+
+TEST_F(ArchiveTest, SetuidSetgidAndStickyBitsAreDropped) {
+  std::string a = Craft({{"suid", AE_IFREG, "#!/bin/sh\n", "", "", 04755}, {"sgid", AE_IFREG, "x", "", "", 02755},
+                         {"sticky", AE_IFDIR, "", "", "", 01777}});
+  std::string dst = dir_ + "/dst";
+  ASSERT_TRUE(MakeDirs(dst).ok());
+  absl::Status s = UnpackArchive(a, dst);
+  ASSERT_TRUE(s.ok()) << s;
+  struct stat st;
+  ASSERT_EQ(stat((dst + "/suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  ASSERT_EQ(stat((dst + "/sgid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  ASSERT_EQ(stat((dst + "/sticky").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0777u);
 }
 
 TEST_F(ArchiveTest, GarbageIsInvalidArgument) {

@@ -2,8 +2,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "common/cancellation.h"
 #include "common/fs.h"
@@ -32,6 +34,38 @@ TEST(Sha256File, HashesFileAndReportsMissing) {
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(*d, Sha256Hex("abc"));
   EXPECT_EQ(Sha256File(*dir + "/missing").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(RemoveTree(*dir).ok());
+}
+
+TEST(WriteFileAtomic, ConcurrentWritersOfOnePathNeverMixAndIgnoreAPlantedTempSymlink) {
+  auto dir = MakePrivateTempDir("/tmp", "fa-atomic-");
+  ASSERT_TRUE(dir.ok());
+  const std::string path = *dir + "/state";
+  // A symlink at the old predictable temp name must not be followed.
+  ASSERT_EQ(symlink((*dir + "/victim").c_str(), (path + ".tmp").c_str()), 0);
+  std::vector<std::thread> writers;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    writers.emplace_back([&, t] {
+      const std::string content(100000, static_cast<char>('a' + t));
+      for (int i = 0; i < 20; ++i) {
+        if (!WriteFileAtomic(path, content, 0600).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto text = ReadFile(path);
+  ASSERT_TRUE(text.ok());
+  ASSERT_EQ(text->size(), 100000u);
+  EXPECT_EQ(text->find_first_not_of(text->front()), std::string::npos) << "two writers' bytes mixed";
+  EXPECT_NE(access((*dir + "/victim").c_str(), F_OK), 0);
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto names = ListDirectory(*dir);
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(names->size(), 2u) << "no temp files left behind";
   ASSERT_TRUE(RemoveTree(*dir).ok());
 }
 

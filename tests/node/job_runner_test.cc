@@ -1,6 +1,8 @@
 // The job runner against the local driver, an in-memory blob store and a recording log: no controller.
 #include "node/job_runner.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <unistd.h>
 
 #include <optional>
@@ -315,6 +317,43 @@ TEST_F(JobRunnerTest, MissingRequiredArtifactFailsNamingTheRule) {
   v1::JobResult result = Runner(job)->Run();
   EXPECT_EQ(result.outcome(), v1::JOB_STATE_FAILED);
   EXPECT_TRUE(absl::StrContains(result.error(), "**/*.ipa")) << result.error();
+  ExpectCleanedUp();
+}
+
+TEST_F(JobRunnerTest, HostileSourceArchiveIsRefusedBeforeAnyVmWork) {
+  // A symlink out of the tree, then a file written through it.
+  std::string bytes(1 << 16, '\0');
+  size_t used = 0;
+  struct archive* a = archive_write_new();
+  archive_write_add_filter_gzip(a);
+  archive_write_set_format_pax_restricted(a);
+  ASSERT_EQ(archive_write_open_memory(a, bytes.data(), bytes.size(), &used), ARCHIVE_OK);
+  archive_entry* e = archive_entry_new();
+  archive_entry_set_pathname(e, "escape");
+  archive_entry_set_filetype(e, AE_IFLNK);
+  archive_entry_set_symlink(e, root_.c_str());
+  archive_write_header(a, e);
+  archive_entry_clear(e);
+  archive_entry_set_pathname(e, "escape/planted");
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0644);
+  archive_entry_set_size(e, 1);
+  archive_write_header(a, e);
+  archive_write_data(a, "x", 1);
+  archive_entry_free(e);
+  archive_write_close(a);
+  archive_write_free(a);
+  bytes.resize(used);
+
+  v1::BuildJob job = Job({{"x", "true"}});
+  job.mutable_spec()->set_source_digest(blobs_.Put(bytes));
+  v1::JobResult result = Runner(job)->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_ERROR);
+  EXPECT_TRUE(absl::StrContains(result.error(), "escape/planted")) << result.error();
+  EXPECT_NE(access((root_ + "/planted").c_str(), F_OK), 0);
+  for (const v1::JobProgress& p : Progress()) {
+    EXPECT_NE(p.phase(), v1::PHASE_PROVISIONING_VM) << "VM work started: " << p.message();
+  }
   ExpectCleanedUp();
 }
 
