@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <mutex>
 
@@ -48,10 +49,52 @@ class CallCancel {
 }  // namespace
 
 GrpcBlobClient::GrpcBlobClient(std::shared_ptr<grpc::Channel> channel)
-    : stub_(v1::BlobService::NewStub(std::move(channel))) {}
+    : GrpcBlobClient(std::move(channel), Options()) {}
+
+GrpcBlobClient::GrpcBlobClient(std::shared_ptr<grpc::Channel> channel, Options options)
+    : stub_(v1::BlobService::NewStub(std::move(channel))), options_(std::move(options)) {}
+
+namespace {
+
+// Errors an upload can recover from by resuming: the connection or the controller went away, or the
+// controller still holds the previous attempt's stream or disagrees about the partial size.
+bool Resumable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:  // the server ended the call (shutdown); our own cancel is checked first
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 absl::Status GrpcBlobClient::UploadFile(const std::string& local_path, const std::string& digest, uint64_t size,
                                         const CancellationToken& cancel) {
+  const auto give_up = std::chrono::steady_clock::now() + options_.retry_for;
+  std::chrono::milliseconds backoff = options_.first_backoff;
+  for (int attempt = 0;; ++attempt) {
+    absl::Status s = UploadOnce(local_path, digest, size, cancel, attempt > 0);
+    if (s.ok()) return s;
+    if (cancel.IsCancelled()) return absl::CancelledError(cancel.Reason());
+    if (!Resumable(s) || std::chrono::steady_clock::now() + backoff > give_up) return s;
+    if (options_.on_retry) {
+      options_.on_retry(absl::StrCat("upload of ", digest.substr(0, 12), " interrupted (", s.ToString(),
+                                     "); retrying in ", backoff.count(), " ms"));
+    }
+    if (cancel.WaitFor(backoff)) return absl::CancelledError(cancel.Reason());
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+absl::Status GrpcBlobClient::UploadOnce(const std::string& local_path, const std::string& digest, uint64_t size,
+                                        const CancellationToken& cancel, bool resumed) {
   uint64_t offset = 0;
   {
     grpc::ClientContext ctx;
@@ -63,6 +106,9 @@ absl::Status GrpcBlobClient::UploadFile(const std::string& local_path, const std
     if (!s.ok()) return proto::FromGrpcStatus(s);
     if (info.exists()) return absl::OkStatus();
     if (info.partial_size() <= size) offset = info.partial_size();
+  }
+  if (resumed && options_.on_retry) {
+    options_.on_retry(absl::StrCat("upload of ", digest.substr(0, 12), " resumes at byte ", offset, " of ", size));
   }
   int fd = ::open(local_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "open", local_path);

@@ -3,7 +3,9 @@
 // worker uses (fakes in tests); GrpcBlobClient talks to a real controller.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,9 +36,21 @@ class BlobClient {
                                                           const CancellationToken& cancel) = 0;
 };
 
+// Uploads survive a lost controller connection: an interrupted upload (the controller restarted, the
+// network dropped, another upload of the same blob still held by the controller) is retried with
+// backoff for up to `retry_for`, each time resuming from the partial size the controller's Stat
+// reports, so the bytes already stored are not sent again.
 class GrpcBlobClient : public BlobClient {
  public:
+  struct Options {
+    std::chrono::milliseconds retry_for{std::chrono::minutes(5)};
+    std::chrono::milliseconds first_backoff{200};
+    std::chrono::milliseconds max_backoff{5000};
+    // Told about each interruption and each resume ("... resumes at byte N of M"); may be null.
+    std::function<void(const std::string& text)> on_retry;
+  };
   explicit GrpcBlobClient(std::shared_ptr<grpc::Channel> channel);
+  GrpcBlobClient(std::shared_ptr<grpc::Channel> channel, Options options);
 
   absl::Status UploadFile(const std::string& local_path, const std::string& digest, uint64_t size,
                           const CancellationToken& cancel) override;
@@ -44,7 +58,12 @@ class GrpcBlobClient : public BlobClient {
                                                   const CancellationToken& cancel) override;
 
  private:
+  // One attempt: Stat, then send from the partial size on. `resumed` says whether it is a retry.
+  absl::Status UploadOnce(const std::string& local_path, const std::string& digest, uint64_t size,
+                          const CancellationToken& cancel, bool resumed);
+
   std::unique_ptr<freeagent::v1::BlobService::Stub> stub_;
+  Options options_;
 };
 
 }  // namespace freeagent::artifacts

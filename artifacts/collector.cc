@@ -21,12 +21,44 @@ std::string BaseName(const std::string& p) {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
+// A relative path that cannot leave the directory it is relative to.
+bool StaysInside(std::string_view rel) {
+  if (rel.empty() || rel.front() == '/') return false;
+  size_t pos = 0;
+  while (pos <= rel.size()) {
+    size_t slash = rel.find('/', pos);
+    if (slash == std::string_view::npos) slash = rel.size();
+    if (rel.substr(pos, slash - pos) == "..") return false;
+    pos = slash + 1;
+  }
+  return true;
+}
+
+// The tightest limit of the rules that select `rel` (0 in a rule = `fallback`).
+uint64_t FileLimit(const std::vector<v1::ArtifactRule>& rules, const std::string& rel, uint64_t fallback) {
+  uint64_t limit = 0;
+  for (const v1::ArtifactRule& rule : rules) {
+    if (!GlobMatch(rule.glob(), rel)) continue;
+    uint64_t l = rule.max_size_bytes() != 0 ? rule.max_size_bytes() : fallback;
+    if (limit == 0 || l < limit) limit = l;
+  }
+  return limit;
+}
+
 }  // namespace
 
 absl::StatusOr<WorkspaceListing> ParseListing(std::string_view output) {
   WorkspaceListing listing;
+  size_t root_end = output.find('\0');
+  if (root_end == std::string_view::npos) return absl::InternalError("workspace listing has no root entry");
+  listing.root = std::string(output.substr(0, root_end));
+  if (listing.root.empty() || listing.root.front() != '/') {
+    return absl::InternalError(absl::StrCat("workspace listing has no absolute root (got \"",
+                                            listing.root.substr(0, 200), "\")"));
+  }
+  while (listing.root.size() > 1 && listing.root.back() == '/') listing.root.pop_back();
   bool in_files = false;
-  size_t pos = 0;
+  size_t pos = root_end + 1;
   while (pos < output.size()) {
     size_t nul = output.find('\0', pos);
     if (nul == std::string_view::npos) {
@@ -41,6 +73,10 @@ absl::StatusOr<WorkspaceListing> ParseListing(std::string_view output) {
     }
     std::string rel = StripDotSlash(entry);
     if (rel.empty() || rel == ".") continue;
+    if (!StaysInside(rel)) {
+      listing.outside.push_back(std::move(rel));
+      continue;
+    }
     (in_files ? listing.files : listing.symlinks).push_back(std::move(rel));
   }
   if (!in_files) return absl::InternalError("workspace listing is truncated (no separator)");
@@ -50,15 +86,24 @@ absl::StatusOr<WorkspaceListing> ParseListing(std::string_view output) {
 absl::StatusOr<WorkspaceListing> ListWorkspace(vm::Guest& guest, const std::string& workspace,
                                                const CancellationToken& cancel) {
   vm::ExecRequest req;
-  // Symlinks first, one empty entry, then regular files. find does not descend into symlinked dirs.
-  req.command = "find . -type l -print0 && printf '\\000' && find . -type f -print0";
+  // The physical root, symlinks, one empty entry, then regular files. find without -L never descends
+  // into a symlinked directory, so every listed path is inside the physical root.
+  req.command =
+      "printf '%s\\000' \"$(pwd -P)\" && find . -type l -print0 && printf '\\000' && find . -type f -print0";
   req.working_dir = workspace;
   req.cancel = cancel;
   req.deadline = Deadline::After(std::chrono::minutes(5));
   req.kill_grace = std::chrono::milliseconds(2000);
   std::string out;
   std::string err;
-  req.on_stdout = [&out](std::string_view b) { out.append(b); };
+  bool overflow = false;
+  req.on_stdout = [&out, &overflow](std::string_view b) {
+    if (out.size() + b.size() > kMaxListingBytes) {
+      overflow = true;
+      return;
+    }
+    out.append(b);
+  };
   req.on_stderr = [&err](std::string_view b) {
     if (err.size() < 4096) err.append(b);
   };
@@ -68,7 +113,20 @@ absl::StatusOr<WorkspaceListing> ListWorkspace(vm::Guest& guest, const std::stri
     return absl::InternalError(absl::StrCat("listing the workspace failed (exit ", r.exit_code, ", signal ",
                                             r.signal, "): ", err));
   }
+  if (overflow) {
+    return absl::ResourceExhaustedError(absl::StrCat("the workspace listing is over ", kMaxListingBytes,
+                                                     " bytes; remove intermediate files before collection"));
+  }
   return ParseListing(out);
+}
+
+absl::Status ValidateRule(const v1::ArtifactRule& rule) {
+  if (rule.glob().empty()) return absl::FailedPreconditionError("an artifact rule has an empty glob");
+  if (!StaysInside(rule.glob())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("artifact rule \"", rule.glob(), "\" must be relative to the workspace without \"..\""));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> SelectFiles(const WorkspaceListing& listing,
@@ -77,7 +135,11 @@ absl::StatusOr<std::vector<std::string>> SelectFiles(const WorkspaceListing& lis
   std::vector<std::string> selected;
   std::set<std::string> seen;
   std::set<std::string> warned;
+  auto warn = [&](const std::string& path, std::string_view why) {
+    if (warned.insert(path).second && note) note(absl::StrCat("warning: artifact ", path, " ", std::string(why), "; skipped"));
+  };
   for (const v1::ArtifactRule& rule : rules) {
+    RETURN_IF_ERROR(ValidateRule(rule));
     bool matched = false;
     for (const std::string& f : listing.files) {
       if (!GlobMatch(rule.glob(), f)) continue;
@@ -85,8 +147,10 @@ absl::StatusOr<std::vector<std::string>> SelectFiles(const WorkspaceListing& lis
       if (seen.insert(f).second) selected.push_back(f);
     }
     for (const std::string& l : listing.symlinks) {
-      if (!GlobMatch(rule.glob(), l)) continue;
-      if (warned.insert(l).second && note) note(absl::StrCat("warning: artifact ", l, " is a symlink; skipped"));
+      if (GlobMatch(rule.glob(), l)) warn(l, "is a symlink");
+    }
+    for (const std::string& o : listing.outside) {
+      if (GlobMatch(rule.glob(), o)) warn(o, "is outside the workspace");
     }
     if (!matched && !rule.optional()) {
       return absl::FailedPreconditionError(
@@ -101,33 +165,39 @@ absl::StatusOr<std::vector<CollectedFile>> Collect(vm::Guest& guest, const std::
                                                    const CollectOptions& options) {
   std::vector<CollectedFile> collected;
   if (rules.empty()) return collected;
+  for (const v1::ArtifactRule& rule : rules) RETURN_IF_ERROR(ValidateRule(rule));
   ASSIGN_OR_RETURN(WorkspaceListing listing, ListWorkspace(guest, workspace, options.cancel));
   ASSIGN_OR_RETURN(std::vector<std::string> selected, SelectFiles(listing, rules, options.note));
   uint64_t total = 0;
   for (size_t i = 0; i < selected.size(); ++i) {
     const std::string& rel = selected[i];
-    // The tightest limit of the rules that select this file applies.
-    uint64_t limit = 0;
-    for (const v1::ArtifactRule& rule : rules) {
-      if (!GlobMatch(rule.glob(), rel)) continue;
-      uint64_t l = rule.max_size_bytes() != 0 ? rule.max_size_bytes() : options.default_max_bytes;
-      if (limit == 0 || l < limit) limit = l;
-    }
-    uint64_t left = options.max_total_bytes > total ? options.max_total_bytes - total : 1;
-    if (limit == 0 || left < limit) limit = left;
+    const uint64_t file_limit = FileLimit(rules, rel, options.default_max_bytes);
+    const uint64_t job_left = options.max_total_bytes - total;  // total never passes max_total_bytes
+    const bool job_limit_binds = options.max_total_bytes > 0 && (file_limit == 0 || job_left < file_limit);
+    auto over_job_limit = [&] {
+      return absl::ResourceExhaustedError(absl::StrCat("artifact ", rel, " would take the job's artifacts past the per-job limit of ",
+                                                       options.max_total_bytes, " bytes (", total,
+                                                       " bytes already collected)"));
+    };
+    if (job_limit_binds && job_left == 0) return over_job_limit();
     CollectedFile file;
     file.path = rel;
     file.local_path = absl::StrCat(options.download_dir, "/", i, "-", BaseName(rel));
-    absl::StatusOr<vm::TransferResult> t =
-        guest.Download(workspace + "/" + rel, file.local_path, limit, options.cancel);
+    absl::StatusOr<vm::TransferResult> t = guest.Download(listing.root + "/" + rel, file.local_path,
+                                                          job_limit_binds ? job_left : file_limit, options.cancel);
     if (!t.ok()) {
+      if (absl::IsResourceExhausted(t.status()) && job_limit_binds) return over_job_limit();
       return absl::Status(t.status().code(), absl::StrCat("artifact ", rel, ": ", t.status().message()));
     }
     file.size = t->size;
     file.sha256 = t->sha256;
     total += file.size;
+    file.description = DescribeFile(file.local_path, BaseName(rel));
     if (options.note) {
       options.note(absl::StrCat("artifact ", rel, " (", file.size, " bytes, sha256 ", file.sha256, ")"));
+      if (!file.description.error.empty()) {
+        options.note(absl::StrCat("warning: artifact ", rel, " could not be described: ", file.description.error));
+      }
     }
     collected.push_back(std::move(file));
   }
@@ -146,6 +216,7 @@ absl::StatusOr<std::vector<v1::ArtifactInfo>> UploadArtifacts(BlobClient& blobs,
     info.set_path(f.path);
     info.set_size(f.size);
     info.set_sha256(f.sha256);
+    ApplyDescription(f.description, &info);
     infos.push_back(std::move(info));
   }
   return infos;
