@@ -136,6 +136,7 @@ absl::StatusOr<int> Commands::Submit(const SubmitOptions& options) {
 
   auto blobs = BlobService::NewStub(channel_);
   auto builds = BuildService::NewStub(channel_);
+  RETURN_IF_ERROR(AttachSigning(options.signing, blobs.get(), &spec));
   ASSIGN_OR_RETURN(std::string digest, UploadSource(blobs.get(), options.dir));
   spec.set_source_digest(digest);
 

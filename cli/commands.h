@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/project.h"
+#include "cli/signing_check.h"
 
 namespace freeagent::cli {
 
@@ -26,6 +27,7 @@ struct SubmitOptions {
   std::string download_dir;  // empty = no download
   bool force = false;
   bool json = false;
+  SigningCheckOptions signing;  // --p12 etc.; empty p12 = no signing material
 };
 
 class Commands {

@@ -47,6 +47,12 @@ int main(int argc, char** argv) {
   submit_cmd->add_option("--download", submit.download_dir, "download artifacts into DIR at the end");
   submit_cmd->add_flag("--force", submit.force, "overwrite downloaded files whose content differs");
   submit_cmd->add_flag("--json", submit.json, "print the build (or events with --follow) as JSON");
+  submit_cmd->add_option("--p12", submit.signing.p12, "iOS signing identity (.p12), checked here, then uploaded");
+  submit_cmd->add_option("--p12-password-env", submit.signing.password_env,
+                         "environment variable holding the P12 password");
+  submit_cmd->add_option("--profile", submit.signing.profiles, "provisioning profile (repeatable)")
+      ->allow_extra_args(false);
+  submit_cmd->add_option("--bundle-id", submit.signing.bundle_id, "bundle id the profiles must allow");
 
   std::string id;
   bool json = false;
