@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -178,6 +179,25 @@ TEST_F(JobSigningTest, WrongPasswordFailsAtPreparingWithoutRevealingIt) {
   EXPECT_THAT(r.error(), HasSubstr(absl::StrCat("P12 identity-", p12_digest_.substr(0, 12), ".p12: wrong password")));
   EXPECT_THAT(r.error(), Not(HasSubstr("not the password")));
   EXPECT_EQ(driver_->created(), 0);
+  ExpectNothingLeft();
+}
+
+TEST_F(JobSigningTest, CancelDuringTheStepStillRemovesTheKeychain) {
+  JobCallbacks cb;
+  cb.log = [](std::string_view) {};
+  std::atomic<bool> running{false};
+  cb.progress = [&running](const v1::JobProgress& p) {
+    if (p.phase() == v1::PHASE_RUNNING) running = true;
+  };
+  JobRunner runner(Job("sleep 30", good_profile_, kPassword), options_, driver_.get(), &blobs_, std::move(cb));
+  std::thread canceller([&] {
+    while (!running.load()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    runner.Cancel("test cancel", std::chrono::seconds(1));
+  });
+  v1::JobResult r = runner.Run();
+  canceller.join();
+  EXPECT_EQ(r.outcome(), v1::JOB_STATE_CANCELLED) << r.error();
   ExpectNothingLeft();
 }
 

@@ -1,5 +1,8 @@
 #include "signing/p12.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/strings/ascii.h"
 #include "common/sha256.h"
 #include "gmock/gmock.h"
@@ -102,6 +105,23 @@ TEST_F(P12Test, KeyThatMatchesNoCertificateIsRefused) {
   ASSERT_FALSE(id.ok());
   EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(id.status().message(), HasSubstr("P12 mixed.p12: the private key does not match any certificate"));
+}
+
+// OpenSSL finds its provider modules through OPENSSL_MODULES; pointing it nowhere in a fresh process
+// (the death-test child) is a host without the legacy provider.
+TEST_F(P12Test, MissingLegacyProviderIsNamed) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const std::string bytes = MakeP12(*leaf_, "pw", /*legacy=*/true);
+  EXPECT_EXIT(
+      {
+        setenv("OPENSSL_MODULES", "/nonexistent-openssl-modules", 1);
+        auto id = ParseP12(bytes, "pw", "keychain-export.p12");
+        std::fprintf(stderr, "%s\n", std::string(id.status().message()).c_str());
+        std::exit(!id.ok() && id.status().code() == absl::StatusCode::kFailedPrecondition && !LegacyProviderAvailable()
+                      ? 0
+                      : 1);
+      },
+      ::testing::ExitedWithCode(0), "P12 keychain-export.p12: .*legacy provider .* could not be loaded");
 }
 
 TEST(CodeSigningIdentity, AppleNameOrCodeSigningUsage) {
