@@ -5,6 +5,10 @@
 #                                   e.g. ./scripts/bench.sh --log-mb 50 --latency-seconds 5
 #   ./scripts/bench.sh ssh [ARGS]   SSH transfers, ours vs the OpenSSH clients on the same sshd;
 #                                   ARGS go to bench_ssh_transfer, e.g. ./scripts/bench.sh ssh --mb 50
+#   ./scripts/bench.sh artifact [ARGS]
+#                                   an artifact from the build machine (sshd) through worker and
+#                                   controller to the client's disk, vs `ssh host cat FILE > local`;
+#                                   ARGS go to bench_artifact_transfer, e.g. --mb 50 --runs 1
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,6 +18,9 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 TARGET=bench_log_path
 if [[ "${1:-}" == "ssh" ]]; then
   TARGET=bench_ssh_transfer
+  shift
+elif [[ "${1:-}" == "artifact" ]]; then
+  TARGET=bench_artifact_transfer
   shift
 fi
 

@@ -25,6 +25,7 @@
 #include "tests/artifacts/test_rule.h"
 #include "proto/channel.h"
 #include "tests/support/sshd_fixture.h"
+#include "tests/support/stream_data.h"
 #include "vm/ssh_guest.h"
 
 namespace freeagent::artifacts {
@@ -36,25 +37,17 @@ using ::freeagent::testing::SshdFixture;
 
 using ::freeagent::artifacts::testing::Rule;
 
-// Writes `size` pseudo-random bytes (xorshift, so the content is not compressible) and returns their
-// sha256. Never holds more than 1 MiB.
+// Writes `size` pseudo-random bytes (incompressible) 1 MiB at a time and returns their sha256.
 std::string WriteRandomFile(const std::string& path, uint64_t size, uint64_t seed) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   EXPECT_GE(fd, 0) << path;
-  std::vector<uint64_t> buf((1 << 20) / 8);
+  std::string chunk;
   Sha256 sha;
-  uint64_t x = seed | 1;
-  for (uint64_t done = 0; done < size;) {
-    for (uint64_t& w : buf) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      w = x;
-    }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() * 8, size - done));
-    sha.Update(buf.data(), n);
-    EXPECT_TRUE(WriteAll(fd, reinterpret_cast<const char*>(buf.data()), n, path).ok());
-    done += n;
+  for (uint64_t done = 0; done < size; done += chunk.size()) {
+    ::freeagent::testing::DeterministicBytes(seed, done, static_cast<size_t>(std::min<uint64_t>(1 << 20, size - done)),
+                                             &chunk);
+    sha.Update(chunk);
+    EXPECT_TRUE(WriteAll(fd, chunk.data(), chunk.size(), path).ok());
   }
   ::close(fd);
   return sha.FinishHex();
