@@ -171,7 +171,10 @@ absl::StatusOr<std::map<std::string, std::string>> KeychainInstaller::Install(co
   ASSIGN_OR_RETURN(std::string kc_password, RandomPassword());
   keychain_ = temp_dir_ + "/freeagent.keychain-db";
   const std::string kc = SecurityQuote(keychain_);
-  keychain_created_ = true;  // from here on, cleanup tries to delete it even if creation half-failed
+  // create-keychain may add the keychain to the search list by itself, and a half-failed creation can
+  // leave a file: from here on cleanup restores the saved list and deletes the keychain if it exists.
+  keychain_created_ = true;
+  search_list_changed_ = true;
   RETURN_IF_ERROR(SecurityInteractive("creating the keychain",
                                       absl::StrCat("create-keychain -p ", SecurityQuote(kc_password), " ", kc), dl,
                                       cancel));
@@ -193,7 +196,6 @@ absl::StatusOr<std::map<std::string, std::string>> KeychainInstaller::Install(co
 
   std::string search = absl::StrCat(ShellQuote(security_), " list-keychains -d user -s ", ShellQuote(keychain_));
   for (const auto& path : saved_search_list_) absl::StrAppend(&search, " ", ShellQuote(path));
-  search_list_changed_ = true;
   RETURN_IF_ERROR(Run("adding the keychain to the search list", search, std::nullopt, dl, cancel).status());
 
   std::vector<std::string> uuids, paths;
@@ -271,7 +273,9 @@ absl::Status KeychainInstaller::Cleanup() {
   }
   if (keychain_created_) {
     keep(Run("deleting the keychain",
-             absl::StrCat(ShellQuote(security_), " delete-keychain ", ShellQuote(keychain_)), std::nullopt, dl, none)
+             absl::StrCat("test ! -e ", ShellQuote(keychain_), " || ", ShellQuote(security_), " delete-keychain ",
+                          ShellQuote(keychain_)),
+             std::nullopt, dl, none)
              .status());
     keychain_created_ = false;
   }
