@@ -40,6 +40,7 @@ class SigningE2ETest : public E2ETest {
     options.argv = {CliBinary(), "--controller", cluster().address()};
     options.argv.insert(options.argv.end(), args.begin(), args.end());
     options.env["FA_P12_PASSWORD"] = kPassword;
+    options.env["FREEAGENT_INSECURE"] = "1";  // the test controller serves plaintext on loopback
     options.deadline = Deadline::After(60s);
     absl::StatusOr<ProcessResult> result = RunProcess(options);
     EXPECT_TRUE(result.ok()) << result.status();
