@@ -1,7 +1,8 @@
 // KeychainInstaller against a fake `security` (tests/signing/testdata/fake_security.pl) placed first on
 // PATH of a LocalGuest: the command stream is golden-tested, secrets are proven absent from every
 // command line, and cleanup is checked after success and after failures. The real macOS tool is not run
-// here; the fake answers in its recorded output formats.
+// here; the fake answers in the output formats of the real tool (no output was captured on a Mac
+// for these tests).
 #include "signing/keychain_installer.h"
 
 #include <sys/stat.h>
@@ -312,7 +313,8 @@ TEST_F(KeychainInstallerTest, LeavesPreexistingProfilesAndWritesEasCredentials) 
   ExpectNoSecretInArgv(guest);
 }
 
-// Recorded `security find-identity` output from macOS (identities renamed, hashes replaced).
+// `security find-identity` output in the format macOS prints (written for the test, not captured
+// from a Mac): the -v form, no identities, and the plain form with a revoked identity.
 TEST(FindIdentityOutput, ParsesValidZeroAndRevoked) {
   auto found = ParseFindIdentityOutput(
       "  1) 3F2A9C0D1E2B3A4C5D6E7F8091A2B3C4D5E6F708 \"Apple Development: Jane Doe (TEAMID1234)\"\n"

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # A stand-in for macOS security(1) in tests: logs every argv and every `-i` stdin line, keeps keychains,
 # imported identities and the user search list as files under $FAKE_SECURITY_STATE, and answers in the
-# formats the real tool prints (recorded on macOS 14). Failure injection: FAKE_SECURITY_FAIL=<command>.
+# formats the real tool prints (written from its documented behaviour and source, not captured from a
+# Mac). Failure injection: FAKE_SECURITY_FAIL=<command>.
 use strict;
 use warnings;
 
