@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     const std::string dir = absl::StrCat(out, "/run", run);
     Must(freeagent::MakeDirs(dir), "mkdir");
     freeagent::ProcessOptions cli;
-    cli.argv = {freeagent::testing::CliBinary(), "--controller", cluster->address(), "artifacts", build.id(), "-o", dir};
+    cli.argv = {freeagent::testing::CliBinary(), "--controller", cluster->address(), "--insecure", "artifacts", build.id(), "-o", dir};
     cli.env = {{"FREEAGENT_INSECURE", "1"}};  // the cluster listens in plaintext on loopback
     cli.deadline = freeagent::Deadline::After(300s);
     auto start = Clock::now();

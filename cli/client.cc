@@ -14,8 +14,17 @@ std::string ResolveControllerAddress(const std::string& flag) {
   return kDefaultController;
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
-  return proto::MakeControllerChannel(address);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const ConnectionFlags& flags) {
+  proto::ChannelSecurity security;
+  const char* insecure = std::getenv("FREEAGENT_INSECURE");
+  security.insecure = flags.insecure || (insecure != nullptr && std::string(insecure) == "1");
+  security.ca_file = flags.ca_file;
+  const char* ca = std::getenv("FREEAGENT_CA_FILE");
+  if (security.ca_file.empty() && ca != nullptr) security.ca_file = ca;
+  absl::StatusOr<std::string> token = proto::ResolveToken(flags.token_file);
+  if (!token.ok()) return token.status();
+  security.token = *token;
+  return proto::MakeControllerChannel(address, security);
 }
 
 void SetUnaryDeadline(grpc::ClientContext* context) {

@@ -31,6 +31,10 @@ int main(int argc, char** argv) {
   std::string controller;
   app.add_option("--controller", controller,
                  "controller address (default: $FREEAGENT_CONTROLLER or 127.0.0.1:7070)");
+  freeagent::cli::ConnectionFlags connection;
+  app.add_flag("--insecure", connection.insecure, "plaintext (loopback demos; also $FREEAGENT_INSECURE=1)");
+  app.add_option("--ca-file", connection.ca_file, "PEM roots that verify the controller (also $FREEAGENT_CA_FILE)");
+  app.add_option("--token-file", connection.token_file, "file holding the client token (else $FREEAGENT_TOKEN)");
 
   freeagent::cli::SubmitOptions submit;
   auto* submit_cmd = app.add_subcommand("submit", "pack a project, upload it and start a build");
@@ -134,7 +138,10 @@ int main(int argc, char** argv) {
     absl::StatusOr<int> checked = freeagent::cli::SigningCheck(signing_check);
     return checked.ok() ? *checked : ReportError(checked.status());
   }
-  Commands commands(freeagent::cli::MakeChannel(freeagent::cli::ResolveControllerAddress(controller)));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      freeagent::cli::MakeChannel(freeagent::cli::ResolveControllerAddress(controller), connection);
+  if (!channel.ok()) return ReportError(channel.status());
+  Commands commands(*channel);
   absl::StatusOr<int> result = absl::InternalError("no command");
   if (*submit_cmd) {
     result = commands.Submit(submit);

@@ -136,18 +136,29 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
 
 }  // namespace
 
-grpc::ServerReadReactor<v1::UploadRequest>* BlobServiceImpl::Upload(grpc::CallbackServerContext* /*context*/,
+grpc::ServerReadReactor<v1::UploadRequest>* BlobServiceImpl::Upload(grpc::CallbackServerContext* context,
                                                                     v1::BlobInfo* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kWorker, Role::kClient}); !st.ok()) {
+    return new RefusedCall<grpc::ServerReadReactor<v1::UploadRequest>>(proto::ToGrpcStatus(st));
+  }
   return new UploadReactor(blobs_, response);
 }
 
-grpc::ServerWriteReactor<v1::DownloadChunk>* BlobServiceImpl::Download(grpc::CallbackServerContext* /*context*/,
+grpc::ServerWriteReactor<v1::DownloadChunk>* BlobServiceImpl::Download(grpc::CallbackServerContext* context,
                                                                        const v1::DownloadRequest* request) {
+  if (absl::Status st = auth_->Check(*context, {Role::kWorker, Role::kClient}); !st.ok()) {
+    return new RefusedCall<grpc::ServerWriteReactor<v1::DownloadChunk>>(proto::ToGrpcStatus(st));
+  }
   return new DownloadReactor(blobs_, *request);
 }
 
 grpc::ServerUnaryReactor* BlobServiceImpl::Stat(grpc::CallbackServerContext* context,
                                                 const v1::StatRequest* request, v1::BlobInfo* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kWorker, Role::kClient}); !st.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(proto::ToGrpcStatus(st));
+    return reactor;
+  }
   absl::StatusOr<v1::BlobInfo> info = blobs_->Stat(request->digest());
   if (info.ok()) *response = std::move(*info);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();

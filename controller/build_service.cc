@@ -171,11 +171,13 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent>,
 
 grpc::ServerUnaryReactor* BuildServiceImpl::Submit(grpc::CallbackServerContext* context,
                                                    const v1::SubmitRequest* request, v1::Build* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kClient}); !st.ok()) return Reply(context, st);
   return Reply(context, controller_->Submit(request->spec()), response);
 }
 
 grpc::ServerUnaryReactor* BuildServiceImpl::Get(grpc::CallbackServerContext* context,
                                                 const v1::GetBuildRequest* request, v1::Build* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kClient}); !st.ok()) return Reply(context, st);
   if (request->id().empty()) return Reply(context, absl::InvalidArgumentError("id is required"));
   return Reply(context, controller_->Get(request->id()), response);
 }
@@ -183,11 +185,15 @@ grpc::ServerUnaryReactor* BuildServiceImpl::Get(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* BuildServiceImpl::List(grpc::CallbackServerContext* context,
                                                  const v1::ListBuildsRequest* request,
                                                  v1::ListBuildsResponse* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kClient}); !st.ok()) return Reply(context, st);
   return Reply(context, controller_->List(*request), response);
 }
 
-grpc::ServerWriteReactor<v1::WatchEvent>* BuildServiceImpl::Watch(grpc::CallbackServerContext* /*context*/,
+grpc::ServerWriteReactor<v1::WatchEvent>* BuildServiceImpl::Watch(grpc::CallbackServerContext* context,
                                                                   const v1::WatchRequest* request) {
+  if (absl::Status st = auth_->Check(*context, {Role::kClient}); !st.ok()) {
+    return new RefusedCall<grpc::ServerWriteReactor<v1::WatchEvent>>(proto::ToGrpcStatus(st));
+  }
   auto reactor = std::make_shared<WatchReactor>(controller_, *request);
   reactor->Start();
   return reactor.get();
@@ -195,6 +201,7 @@ grpc::ServerWriteReactor<v1::WatchEvent>* BuildServiceImpl::Watch(grpc::Callback
 
 grpc::ServerUnaryReactor* BuildServiceImpl::Cancel(grpc::CallbackServerContext* context,
                                                    const v1::CancelBuildRequest* request, v1::Build* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kClient}); !st.ok()) return Reply(context, st);
   if (request->id().empty()) return Reply(context, absl::InvalidArgumentError("id is required"));
   return Reply(context, controller_->Cancel(request->id(), request->reason()), response);
 }
@@ -202,18 +209,21 @@ grpc::ServerUnaryReactor* BuildServiceImpl::Cancel(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* BuildServiceImpl::CollectGarbage(grpc::CallbackServerContext* context,
                                                            const v1::CollectGarbageRequest* request,
                                                            v1::CollectGarbageResponse* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kAdmin}); !st.ok()) return Reply(context, st);
   return Reply(context, controller_->CollectGarbage(request->apply()), response);
 }
 
 grpc::ServerUnaryReactor* FleetServiceImpl::ListWorkers(grpc::CallbackServerContext* context,
                                                         const v1::ListWorkersRequest* /*request*/,
                                                         v1::ListWorkersResponse* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kClient}); !st.ok()) return Reply(context, st);
   *response = controller_->ListWorkers();
   return Reply(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* FleetServiceImpl::Drain(grpc::CallbackServerContext* context,
                                                   const v1::DrainRequest* request, v1::WorkerInfo* response) {
+  if (absl::Status st = auth_->Check(*context, {Role::kAdmin}); !st.ok()) return Reply(context, st);
   if (request->worker_id().empty()) return Reply(context, absl::InvalidArgumentError("worker_id is required"));
   return Reply(context, controller_->Drain(request->worker_id(), request->timeout_seconds()), response);
 }

@@ -29,6 +29,7 @@ struct Flags {
   int64_t artifact_retention_days = 30;
   int64_t artifact_max_total_gib = 0;
   std::string log_level;
+  freeagent::controller::SecurityOptions security;
 };
 
 // Values from the TOML file fill in whatever was not given as a flag.
@@ -38,7 +39,9 @@ absl::Status ApplyConfig(const CLI::App& app, Flags& flags) {
   freeagent::ConfigReader reader(table, flags.config);
   RETURN_IF_ERROR(reader.RejectUnknown("", {"listen", "data_dir", "heartbeat_interval_ms",
                                             "liveness_timeout_ms", "max_attempts", "log_level",
-                                            "artifact_retention_days", "artifact_max_total_gib"}));
+                                            "artifact_retention_days", "artifact_max_total_gib", "insecure",
+                                            "tls_cert", "tls_key", "client_ca", "worker_tokens", "client_tokens",
+                                            "admin_tokens"}));
   auto from_file = [&](const char* flag, const char* key, auto* out) -> absl::Status {
     if (app.count(flag) > 0) return absl::OkStatus();
     return reader.Get(key, out);
@@ -51,6 +54,14 @@ absl::Status ApplyConfig(const CLI::App& app, Flags& flags) {
   RETURN_IF_ERROR(from_file("--log-level", "log_level", &flags.log_level));
   RETURN_IF_ERROR(from_file("--artifact-retention-days", "artifact_retention_days", &flags.artifact_retention_days));
   RETURN_IF_ERROR(from_file("--artifact-max-total-gib", "artifact_max_total_gib", &flags.artifact_max_total_gib));
+  RETURN_IF_ERROR(from_file("--insecure", "insecure", &flags.security.insecure));
+  RETURN_IF_ERROR(from_file("--tls-cert", "tls_cert", &flags.security.tls_cert_file));
+  RETURN_IF_ERROR(from_file("--tls-key", "tls_key", &flags.security.tls_key_file));
+  RETURN_IF_ERROR(from_file("--client-ca", "client_ca", &flags.security.client_ca_file));
+  // Tokens live only in the file (as sha256 hashes), never on a command line.
+  RETURN_IF_ERROR(reader.Get("worker_tokens", &flags.security.worker_token_sha256));
+  RETURN_IF_ERROR(reader.Get("client_tokens", &flags.security.client_token_sha256));
+  RETURN_IF_ERROR(reader.Get("admin_tokens", &flags.security.admin_token_sha256));
   return absl::OkStatus();
 }
 
@@ -94,6 +105,11 @@ int main(int argc, char** argv) {
   app.add_option("--artifact-max-total-gib", flags.artifact_max_total_gib,
                  "remove the oldest artifacts while all of them take more (0 = no limit)")
       ->capture_default_str();
+  app.add_flag("--insecure", flags.security.insecure,
+               "plaintext, and no tokens needed when none are configured (loopback demos and tests only)");
+  app.add_option("--tls-cert", flags.security.tls_cert_file, "PEM certificate chain served on the port");
+  app.add_option("--tls-key", flags.security.tls_key_file, "PEM private key of --tls-cert");
+  app.add_option("--client-ca", flags.security.client_ca_file, "PEM CA that signs worker certificates (mutual TLS)");
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error (or FREEAGENT_LOG_LEVEL)");
   CLI11_PARSE(app, argc, argv);
 
@@ -118,6 +134,7 @@ int main(int argc, char** argv) {
 
   ServerOptions options;
   options.listen = flags.listen;
+  options.security = flags.security;
   options.controller.data_dir = flags.data_dir;
   options.controller.heartbeat_interval = std::chrono::milliseconds(flags.heartbeat_interval_ms);
   options.controller.liveness_timeout = std::chrono::milliseconds(flags.liveness_timeout_ms);

@@ -9,6 +9,7 @@
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
+#include "controller/auth.h"
 #include "controller/controller.h"
 #include "controller/services.h"
 
@@ -17,6 +18,8 @@ namespace freeagent::controller {
 struct ServerOptions {
   std::string listen = "127.0.0.1:7070";
   ControllerOptions controller;
+  // TLS and tokens; Start refuses plaintext unless security.insecure is set.
+  SecurityOptions security;
 };
 
 // The most a single message may be, either way (chunks are at most 1 MiB).
@@ -24,12 +27,14 @@ inline constexpr int kMaxMessageBytes = 8 * 1024 * 1024;
 
 class ControllerServer {
  public:
-  // Opens the data dir and starts serving. UNAVAILABLE when the address cannot be bound.
+  // Opens the data dir and starts serving. UNAVAILABLE when the address cannot be bound;
+  // INVALID_ARGUMENT for bad security settings (see Authorizer::Create) or unreadable certificates.
   static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(ServerOptions options);
   ~ControllerServer();
 
   int port() const { return port_; }
   Controller& controller() { return *controller_; }
+  const Authorizer& auth() const { return *auth_; }
 
   // Stops accepting calls, ends streams, waits up to `grace` for calls to finish. Idempotent.
   void Shutdown(std::chrono::milliseconds grace = std::chrono::seconds(5));
@@ -38,6 +43,7 @@ class ControllerServer {
   ControllerServer() = default;
 
   std::unique_ptr<Controller> controller_;
+  std::unique_ptr<Authorizer> auth_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<BuildServiceImpl> build_service_;
   std::unique_ptr<FleetServiceImpl> fleet_service_;

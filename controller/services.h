@@ -2,6 +2,7 @@
 // grpc::Status only here.
 #pragma once
 
+#include "controller/auth.h"
 #include "controller/controller.h"
 #include "freeagent/v1/blob.grpc.pb.h"
 #include "freeagent/v1/build.grpc.pb.h"
@@ -11,19 +12,28 @@
 namespace freeagent::controller {
 
 // Worker streams: Hello first, then heartbeats, progress, logs and results; see worker.proto.
+// A streaming reactor that ends the call at once with `status` (a refused call); deletes itself.
+template <typename Reactor>
+class RefusedCall final : public Reactor {
+ public:
+  explicit RefusedCall(const grpc::Status& status) { this->Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  explicit WorkerServiceImpl(Controller* controller) : controller_(controller) {}
+  WorkerServiceImpl(Controller* controller, const Authorizer* auth) : controller_(controller), auth_(auth) {}
   grpc::ServerBidiReactor<v1::WorkerMessage, v1::ControllerMessage>* Connect(
       grpc::CallbackServerContext* context) override;
 
  private:
   Controller* controller_;
+  const Authorizer* auth_;
 };
 
 class BuildServiceImpl final : public v1::BuildService::CallbackService {
  public:
-  explicit BuildServiceImpl(Controller* controller) : controller_(controller) {}
+  BuildServiceImpl(Controller* controller, const Authorizer* auth) : controller_(controller), auth_(auth) {}
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* context, const v1::SubmitRequest* request,
                                    v1::Build* response) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetBuildRequest* request,
@@ -40,11 +50,12 @@ class BuildServiceImpl final : public v1::BuildService::CallbackService {
 
  private:
   Controller* controller_;
+  const Authorizer* auth_;
 };
 
 class FleetServiceImpl final : public v1::FleetService::CallbackService {
  public:
-  explicit FleetServiceImpl(Controller* controller) : controller_(controller) {}
+  FleetServiceImpl(Controller* controller, const Authorizer* auth) : controller_(controller), auth_(auth) {}
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* context,
                                         const v1::ListWorkersRequest* request,
                                         v1::ListWorkersResponse* response) override;
@@ -53,11 +64,12 @@ class FleetServiceImpl final : public v1::FleetService::CallbackService {
 
  private:
   Controller* controller_;
+  const Authorizer* auth_;
 };
 
 class BlobServiceImpl final : public v1::BlobService::CallbackService {
  public:
-  explicit BlobServiceImpl(BlobStore* blobs) : blobs_(blobs) {}
+  BlobServiceImpl(BlobStore* blobs, const Authorizer* auth) : blobs_(blobs), auth_(auth) {}
   grpc::ServerReadReactor<v1::UploadRequest>* Upload(grpc::CallbackServerContext* context,
                                                      v1::BlobInfo* response) override;
   grpc::ServerWriteReactor<v1::DownloadChunk>* Download(grpc::CallbackServerContext* context,
@@ -67,6 +79,7 @@ class BlobServiceImpl final : public v1::BlobService::CallbackService {
 
  private:
   BlobStore* blobs_;
+  const Authorizer* auth_;
 };
 
 }  // namespace freeagent::controller

@@ -144,6 +144,10 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
 
 grpc::ServerBidiReactor<v1::WorkerMessage, v1::ControllerMessage>* WorkerServiceImpl::Connect(
     grpc::CallbackServerContext* context) {
+  if (absl::Status st = auth_->Check(*context, {Role::kWorker}); !st.ok()) {
+    spdlog::warn("worker stream from {} refused: {}", context->peer(), std::string(st.message()));
+    return new RefusedCall<grpc::ServerBidiReactor<v1::WorkerMessage, v1::ControllerMessage>>(proto::ToGrpcStatus(st));
+  }
   auto reactor = std::make_shared<ConnectReactor>(controller_, context->peer());
   reactor->Start();
   return reactor.get();

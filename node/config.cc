@@ -16,7 +16,9 @@ namespace {
 
 const std::vector<std::string> kKnownKeys = {"controller", "name",   "id",
                                              "labels",     "slots",  "work_dir",
-                                             "driver",     "static", "heartbeat_interval_ms"};
+                                             "driver",     "static", "heartbeat_interval_ms",
+                                             "insecure",   "tls_ca", "tls_cert", "tls_key", "tls_server_name",
+                                             "token_file"};
 const std::vector<std::string> kStaticKeys = {"host",      "port",           "user",
                                               "key",       "host_key_fingerprint", "known_hosts",
                                               "workspace_root", "reset_command", "connect_timeout_seconds"};
@@ -85,6 +87,11 @@ void AddWorkerFlags(CLI::App& app, WorkerFlags* f) {
   app.add_option("--slots", f->slots, "concurrent jobs (default 2)");
   app.add_option("--work-dir", f->work_dir, "work directory (default ./.freeagent-worker)");
   app.add_option("--driver", f->driver, "VM driver: local or static (configured in the [static] table)");
+  app.add_flag("--insecure", f->insecure, "plaintext connection to the controller (loopback demos and tests only)");
+  app.add_option("--ca-file", f->ca_file, "PEM roots that verify the controller (default: system roots)");
+  app.add_option("--cert-file", f->cert_file, "PEM client certificate for mutual TLS");
+  app.add_option("--key-file", f->key_file, "PEM key of --cert-file");
+  app.add_option("--token-file", f->token_file, "file holding the worker token (else $FREEAGENT_TOKEN)");
   app.add_option("--heartbeat-interval-ms", f->heartbeat_interval_ms,
                  "heartbeat interval (default: what the controller says)");
 }
@@ -101,6 +108,12 @@ absl::Status ApplyWorkerToml(const std::string& text, const std::string& source,
   RETURN_IF_ERROR(r.Get("work_dir", &config->work_dir));
   RETURN_IF_ERROR(r.Get("driver", &config->driver));
   RETURN_IF_ERROR(r.Get("heartbeat_interval_ms", &config->heartbeat_interval_ms));
+  RETURN_IF_ERROR(r.Get("insecure", &config->security.insecure));
+  RETURN_IF_ERROR(r.Get("tls_ca", &config->security.ca_file));
+  RETURN_IF_ERROR(r.Get("tls_cert", &config->security.cert_file));
+  RETURN_IF_ERROR(r.Get("tls_key", &config->security.key_file));
+  RETURN_IF_ERROR(r.Get("tls_server_name", &config->security.server_name));
+  RETURN_IF_ERROR(r.Get("token_file", &config->token_file));
   RETURN_IF_ERROR(ApplyStaticToml(r, &config->static_driver));
   return ValidateWorkerConfig(*config, source);
 }
@@ -141,6 +154,14 @@ absl::StatusOr<WorkerConfig> BuildWorkerConfig(const WorkerFlags& flags) {
   if (flags.work_dir) config.work_dir = *flags.work_dir;
   if (flags.driver) config.driver = *flags.driver;
   if (flags.heartbeat_interval_ms) config.heartbeat_interval_ms = *flags.heartbeat_interval_ms;
+  if (flags.insecure) config.security.insecure = true;
+  if (flags.ca_file) config.security.ca_file = *flags.ca_file;
+  if (flags.cert_file) config.security.cert_file = *flags.cert_file;
+  if (flags.key_file) config.security.key_file = *flags.key_file;
+  if (flags.token_file) config.token_file = *flags.token_file;
+  ASSIGN_OR_RETURN(config.security.token, proto::ResolveToken(config.token_file));
+  // Every file the channel needs is read once here, so a bad path fails at start-up.
+  RETURN_IF_ERROR(proto::MakeControllerChannel(config.controller, config.security).status());
   RETURN_IF_ERROR(ValidateWorkerConfig(config, "command line"));
   if (config.name.empty()) config.name = HostName();
   config.labels.emplace("os", "linux");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "proto/channel.h"
 #include "vm/static_driver.h"
 
 namespace CLI {
@@ -27,6 +28,10 @@ struct WorkerConfig {
   std::string driver = "local";               // local | static
   uint32_t heartbeat_interval_ms = 0;         // 0 = what the controller's Welcome says
   vm::StaticDriverConfig static_driver;       // the [static] table, used when driver = "static"
+  // TLS (or explicit plaintext), client certificate and bearer token for the controller connection.
+  // The token comes from token_file or $FREEAGENT_TOKEN, never from a flag value.
+  proto::ChannelSecurity security;
+  std::string token_file;
 };
 
 // Flags as given; an empty optional means "not on the command line".
@@ -40,6 +45,11 @@ struct WorkerFlags {
   std::optional<std::string> work_dir;
   std::optional<std::string> driver;
   std::optional<uint32_t> heartbeat_interval_ms;
+  bool insecure = false;
+  std::optional<std::string> ca_file;
+  std::optional<std::string> cert_file;
+  std::optional<std::string> key_file;
+  std::optional<std::string> token_file;
 };
 
 // Registers the worker's flags on `app`, writing into `flags`.

@@ -14,12 +14,20 @@ namespace freeagent::node {
 
 namespace v1 = ::freeagent::v1;
 
-std::shared_ptr<grpc::Channel> MakeControllerChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> MakeWorkerChannel(const std::string& address,
+                                                 const proto::ChannelSecurity& security) {
   grpc::ChannelArguments args = proto::ControllerChannelArguments();
   // Our own loop backs off between streams; keep the channel's reconnects quick behind it.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  return proto::MakeControllerChannel(address, args);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = proto::MakeControllerChannel(address, security, args);
+  if (channel.ok()) return *channel;
+  // BuildWorkerConfig read every file already; one that vanished since must not downgrade security:
+  // TLS with the system roots, no client certificate, the token kept.
+  spdlog::error("controller channel: {}; using TLS with the system roots", std::string(channel.status().message()));
+  proto::ChannelSecurity fallback;
+  fallback.token = security.token;
+  return *proto::MakeControllerChannel(address, fallback, args);
 }
 
 // One Connect call. Holds: one for the call as a whole (released when reading ends) and one per write,

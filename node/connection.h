@@ -20,6 +20,7 @@
 #include <grpcpp/channel.h>
 
 #include "freeagent/v1/worker.grpc.pb.h"
+#include "proto/channel.h"
 #include "node/message_sink.h"
 
 namespace freeagent::node {
@@ -45,7 +46,8 @@ struct ConnectionOptions {
 };
 
 // Channel with the project's keepalive and 8 MiB message limits.
-std::shared_ptr<grpc::Channel> MakeControllerChannel(const std::string& address);
+std::shared_ptr<grpc::Channel> MakeWorkerChannel(const std::string& address,
+                                                 const proto::ChannelSecurity& security);
 
 class ControllerConnection : public MessageSink {
  public:

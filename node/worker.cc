@@ -33,7 +33,7 @@ Worker::Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver, Connec
   if (config_.heartbeat_interval_ms > 0) {
     connection_options.heartbeat_interval = std::chrono::milliseconds(config_.heartbeat_interval_ms);
   }
-  channel_ = MakeControllerChannel(config_.controller);
+  channel_ = MakeWorkerChannel(config_.controller, config_.security);
   blobs_ = std::make_unique<artifacts::GrpcBlobClient>(channel_);
   connection_ = std::make_unique<ControllerConnection>(channel_, this, connection_options);
 }

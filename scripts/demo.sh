@@ -69,9 +69,21 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "starting freeagent-controller (data dir $TMP/data)"
-"$CONTROLLER_BIN" --listen 127.0.0.1:0 --data-dir "$TMP/data" --port-file "$TMP/port" \
-  2>"$TMP/controller.log" &
+# Plaintext on loopback is explicit (--insecure); the worker and the CLI still need their tokens, which
+# the controller knows only as sha256 hashes. Tokens travel in a file or the environment, never in argv.
+WORKER_TOKEN="$(head -c 32 /dev/urandom | sha256sum | cut -d' ' -f1)"
+CLIENT_TOKEN="$(head -c 32 /dev/urandom | sha256sum | cut -d' ' -f1)"
+umask 077
+printf '%s\n' "$WORKER_TOKEN" >"$TMP/worker.token"
+cat >"$TMP/controller.toml" <<TOML
+worker_tokens = ["$(printf '%s' "$WORKER_TOKEN" | sha256sum | cut -d' ' -f1)"]
+admin_tokens = ["$(printf '%s' "$CLIENT_TOKEN" | sha256sum | cut -d' ' -f1)"]
+TOML
+umask 022
+
+say "starting freeagent-controller (data dir $TMP/data; plaintext on loopback, tokens required)"
+"$CONTROLLER_BIN" --config "$TMP/controller.toml" --insecure --listen 127.0.0.1:0 --data-dir "$TMP/data" \
+  --port-file "$TMP/port" 2>"$TMP/controller.log" &
 CONTROLLER_PID=$!
 for _ in $(seq 150); do
   [ -s "$TMP/port" ] && break
@@ -80,12 +92,12 @@ for _ in $(seq 150); do
 done
 [ -s "$TMP/port" ] || { say "controller did not start serving"; exit 2; }
 ADDRESS="127.0.0.1:$(cat "$TMP/port")"
-export FREEAGENT_CONTROLLER="$ADDRESS"
+export FREEAGENT_CONTROLLER="$ADDRESS" FREEAGENT_INSECURE=1 FREEAGENT_TOKEN="$CLIENT_TOKEN"
 say "controller listening on $ADDRESS"
 
 say "starting freeagent-worker (local driver, work dir $TMP/work)"
-"$WORKER_BIN" --controller "$ADDRESS" --name demo-worker --driver local --work-dir "$TMP/work" \
-  2>"$TMP/worker.log" &
+FREEAGENT_TOKEN= "$WORKER_BIN" --controller "$ADDRESS" --insecure --token-file "$TMP/worker.token" \
+  --name demo-worker --driver local --work-dir "$TMP/work" 2>"$TMP/worker.log" &
 WORKER_PID=$!
 
 say "submitting examples/hello"

@@ -231,6 +231,7 @@ TEST_F(CollectorSshTest, ThreeHundredMegabyteRoundTripKeepsMemoryBounded) {
   controller::ServerOptions so;
   so.listen = "127.0.0.1:0";
   so.controller.data_dir = root_ + "/controller";
+  so.security.insecure = true;
   auto server = controller::ControllerServer::Start(so);
   ASSERT_TRUE(server.ok()) << server.status();
   GrpcBlobClient blobs(proto::MakeControllerChannel(absl::StrCat("127.0.0.1:", (*server)->port())));
@@ -286,6 +287,7 @@ TEST_F(CollectorSshTest, UploadResumesAfterTheControllerRestarts) {
   controller::ServerOptions so;
   so.listen = "127.0.0.1:0";
   so.controller.data_dir = root_ + "/controller";
+  so.security.insecure = true;
   auto first = controller::ControllerServer::Start(so);
   ASSERT_TRUE(first.ok()) << first.status();
   const int port = (*first)->port();

@@ -11,6 +11,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "proto/channel.h"
+
 #include "cli/client.h"
 #include "common/fs.h"
 #include "common/sha256.h"
@@ -102,7 +104,7 @@ class BlobTransferTest : public ::testing::Test {
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    stub_ = freeagent::v1::BlobService::NewStub(MakeChannel("127.0.0.1:" + std::to_string(port)));
+    stub_ = freeagent::v1::BlobService::NewStub(proto::MakeControllerChannel("127.0.0.1:" + std::to_string(port)));
     auto dir = MakePrivateTempDir("/tmp", "fa-cli-test-");
     ASSERT_TRUE(dir.ok());
     dir_ = *dir;

@@ -10,6 +10,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "proto/channel.h"
+
 #include "cli/client.h"
 
 namespace freeagent::cli {
@@ -73,7 +75,7 @@ class FollowTest : public ::testing::Test {
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    stub_ = freeagent::v1::BuildService::NewStub(MakeChannel("127.0.0.1:" + std::to_string(port)));
+    stub_ = freeagent::v1::BuildService::NewStub(proto::MakeControllerChannel("127.0.0.1:" + std::to_string(port)));
     log_ = open_memstream(&log_buf_, &log_len_);
     status_ = open_memstream(&status_buf_, &status_len_);
     options_.log_out = log_;

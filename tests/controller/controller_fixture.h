@@ -181,6 +181,7 @@ class ControllerTest : public ::testing::Test {
     options_.controller.heartbeat_interval = 200ms;
     options_.controller.liveness_timeout = 30s;
     options_.controller.max_attempts = 2;
+    options_.security.insecure = true;  // plaintext on loopback; security_test configures TLS and tokens
   }
 
   void TearDown() override {

@@ -35,7 +35,7 @@ class StaticDriverE2ETest : public E2ETest {
 
   ProcessResult RunCli(std::vector<std::string> args) {
     ProcessOptions options;
-    options.argv = {CliBinary(), "--controller", cluster().address()};
+    options.argv = {CliBinary(), "--controller", cluster().address(), "--insecure"};
     options.argv.insert(options.argv.end(), args.begin(), args.end());
     options.deadline = Deadline::After(120s);
     absl::StatusOr<ProcessResult> result = RunProcess(options);

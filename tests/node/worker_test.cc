@@ -49,6 +49,7 @@ class WorkerTest : public ::testing::Test {
     config.slots = slots;
     config.work_dir = root_ + "/work";
     config.labels = {{"os", "linux"}, {"pool", "ci"}};
+    config.security.insecure = true;  // the fake controller listens in plaintext on loopback
     ConnectionOptions copts;
     copts.initial_backoff = milliseconds(100);
     copts.max_backoff = milliseconds(400);

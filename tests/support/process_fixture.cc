@@ -222,6 +222,7 @@ absl::Status Cluster::StartController(ControllerOptions options) {
   if (options.max_attempts > 0) {
     argv.insert(argv.end(), {"--max-attempts", std::to_string(options.max_attempts)});
   }
+  if (options.plaintext) argv.push_back("--insecure");
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   ASSIGN_OR_RETURN(controller_, ChildProcess::Start(argv, log));
   logs_.push_back(log);
@@ -265,6 +266,7 @@ absl::StatusOr<ChildProcess*> Cluster::StartWorker(WorkerOptions options) {
   if (options.heartbeat_interval_ms > 0) {
     argv.insert(argv.end(), {"--heartbeat-interval-ms", std::to_string(options.heartbeat_interval_ms)});
   }
+  if (options.plaintext) argv.push_back("--insecure");
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> worker, ChildProcess::Start(argv, log));
   logs_.push_back(log);

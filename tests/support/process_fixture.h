@@ -66,6 +66,7 @@ struct ControllerOptions {
   int liveness_timeout_ms = 0;      // 0 = binary default
   int heartbeat_interval_ms = 0;
   int max_attempts = 0;
+  bool plaintext = true;  // --insecure: loopback tests run without TLS unless they configure it
   std::vector<std::string> extra_args;
 };
 
@@ -76,6 +77,7 @@ struct WorkerOptions {
   std::string work_dir;             // empty = a fresh dir under the cluster root
   int heartbeat_interval_ms = 0;
   std::string driver = "local";     // "static" needs a [static] table in a --config file
+  bool plaintext = true;  // --insecure: loopback tests run without TLS unless they configure it
   std::vector<std::string> extra_args;
 };
 
