@@ -102,6 +102,10 @@ absl::StatusOr<v1::BlobInfo> BlobStore::Stat(const std::string& digest) {
 
 absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::BeginUpload(const v1::UploadHeader& header) {
   RETURN_IF_ERROR(ValidateDigest(header.digest(), "header.digest"));
+  if (header.size() > kMaxBlobBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("header.size ", header.size(), " bytes is above the blob limit of ",
+                                                     kMaxBlobBytes, " bytes"));
+  }
   const std::string& digest = header.digest();
   {
     std::lock_guard<std::mutex> lock(mu_);

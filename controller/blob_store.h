@@ -59,8 +59,13 @@ class BlobStore {
   absl::StatusOr<v1::BlobInfo> Stat(const std::string& digest);
   bool Exists(const std::string& digest);
 
+  // The largest blob accepted (a source archive, an .ipa with its dSYMs): far above any real build
+  // output, it keeps one upload from filling the controller's disk by accident or on purpose.
+  static constexpr uint64_t kMaxBlobBytes = uint64_t{20} << 30;
+
   // Starts (offset 0) or resumes (offset = partial size) an upload. FAILED_PRECONDITION when the
-  // offset does not match the partial, ABORTED when another upload of the digest is running.
+  // offset does not match the partial, ABORTED when another upload of the digest is running,
+  // RESOURCE_EXHAUSTED when the announced size is above kMaxBlobBytes.
   absl::StatusOr<std::unique_ptr<BlobWriter>> BeginUpload(const v1::UploadHeader& header);
 
   // Removes the stored blob `digest` unless a Stat, Exists or upload touched it at or after

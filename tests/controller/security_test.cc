@@ -91,6 +91,26 @@ TEST_F(SecurityTest, SubmitRefusesHostileSourceArchivesNamingTheEntry) {
   EXPECT_EQ(list(), 0) << "a refused build is never queued";
 }
 
+TEST_F(SecurityTest, BlobsAboveTheLimitAreRefusedUpFront) {
+  grpc::Status st = UploadRaw(std::string(64, 'c'), BlobStore::kMaxBlobBytes + 1, 0, "x", nullptr);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("blob limit"), std::string::npos) << st.error_message();
+  // One message above the 8 MiB limit is refused by gRPC itself, whatever the blob size.
+  grpc::ClientContext ctx;
+  v1::BlobInfo info;
+  auto writer = blobs_->Upload(&ctx, &info);
+  v1::UploadRequest header;
+  header.mutable_header()->set_digest(std::string(64, 'd'));
+  header.mutable_header()->set_size(9 << 20);
+  writer->Write(header);
+  v1::UploadRequest chunk;
+  chunk.set_data(std::string(9 << 20, 'x'));
+  writer->Write(chunk);
+  writer->WritesDone();
+  grpc::Status big = writer->Finish();
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.error_message();
+}
+
 TEST_F(SecurityTest, NoReadApiReturnsASecret) {
   v1::JobSpec spec = Spec(source_);
   (*spec.mutable_secret_env())["API_TOKEN"] = "very-secret-value";
