@@ -142,7 +142,10 @@ std::string Redactor::Process(std::string_view bytes) {
   std::string buf = std::move(held_);
   held_.clear();
   buf.append(bytes.data(), bytes.size());
+  return Scan(buf, /*final=*/false);
+}
 
+std::string Redactor::Scan(const std::string& buf, bool final) {
   // mask[i]: byte i is part of a complete match. hold: the first position where only a proper prefix
   // of some pattern remains; a match covering any byte before it starts before it and is complete.
   std::vector<bool> mask(buf.size(), false);
@@ -159,7 +162,7 @@ std::string Redactor::Process(std::string_view bytes) {
           covered_until = std::max(covered_until, i + p->size());
           matches.emplace_back(i, i + p->size());
         }
-      } else if (hold == buf.size() && p->compare(0, rest.size(), rest) == 0) {
+      } else if (!final && hold == buf.size() && p->compare(0, rest.size(), rest) == 0) {
         hold = i;
       }
     }
@@ -191,10 +194,10 @@ void Redactor::Emit(std::string_view buf, const std::vector<bool>& mask, size_t 
 }
 
 std::string Redactor::Flush() {
-  std::string out;
-  std::vector<bool> mask(held_.size(), false);
-  std::fill(mask.begin(), mask.begin() + static_cast<std::ptrdiff_t>(std::min(held_masked_, held_.size())), true);
-  Emit(held_, mask, held_.size(), &out);
+  // The held bytes can no longer begin a longer secret, but may still contain a shorter one.
+  std::string buf = std::move(held_);
+  held_.clear();
+  std::string out = patterns_.empty() ? buf : Scan(buf, /*final=*/true);
   held_.clear();
   held_masked_ = 0;
   last_masked_ = false;

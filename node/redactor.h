@@ -35,6 +35,9 @@ class Redactor {
   size_t held() const { return held_.size(); }
 
  private:
+  // Masks and emits `buf` (held bytes + new ones) up to the first position that could still begin a
+  // secret, which is kept in held_; with `final`, emits everything.
+  std::string Scan(const std::string& buf, bool final);
   // Emits buf[0, end) given per-byte masks, joining masked runs into one replacement.
   void Emit(std::string_view buf, const std::vector<bool>& mask, size_t end, std::string* out);
 

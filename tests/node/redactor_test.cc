@@ -148,6 +148,15 @@ TEST(Redactor, HoldsBackOnlyWhatCouldStillBeginASecret) {
   EXPECT_EQ(r.Flush(), "hu");
 }
 
+TEST(Redactor, ASecretInsideTheHeldTailIsMaskedAtTheEnd) {
+  // "log: hunter" could still become the longer secret when the stream ends; the shorter one inside
+  // it must be masked by Flush.
+  Redactor r({"hunter", "log: hunter22 and more"});
+  std::string out = r.Process("x log: hunter22");
+  EXPECT_EQ(out, "x ");
+  EXPECT_EQ(out + r.Flush(), "x log: [REDACTED]22");
+}
+
 TEST(Redactor, ShortValuesAndNoSecretsPassThrough) {
   Redactor r({"1", "ab", "12345"});
   EXPECT_FALSE(r.active());
