@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "gtest/gtest.h"
 
@@ -95,6 +96,40 @@ TEST(WorkerConfig, FlagsWinOverFileAndDefaultsAreFilled) {
   auto again = BuildWorkerConfig(flags);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->id, c->id);
+  RemoveTree(*dir).IgnoreError();
+}
+
+TEST(WorkerConfig, SecurityKeysAndTheTokenFromAFileOrTheEnvironment) {
+  auto dir = MakePrivateTempDir("/tmp", "fa-config-");
+  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(WriteFileAtomic(*dir + "/worker.token", "  tok-from-file\n", 0600).ok());
+  const std::string file = *dir + "/worker.toml";
+  ASSERT_TRUE(WriteFileAtomic(file, absl::StrCat("insecure = true\ntls_server_name = \"ctl\"\ntoken_file = \"", *dir,
+                                                 "/worker.token\"\n"))
+                  .ok());
+  WorkerFlags flags;
+  flags.config = file;
+  flags.work_dir = *dir + "/work";
+  ::setenv("FREEAGENT_TOKEN", "tok-from-env", 1);
+  auto c = BuildWorkerConfig(flags);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->security.insecure);
+  EXPECT_EQ(c->security.server_name, "ctl");
+  EXPECT_EQ(c->security.token, "tok-from-file") << "the file wins over the environment";
+
+  ASSERT_TRUE(WriteFileAtomic(file, "insecure = true\n").ok());
+  auto env = BuildWorkerConfig(flags);
+  ASSERT_TRUE(env.ok()) << env.status();
+  EXPECT_EQ(env->security.token, "tok-from-env");
+  ::unsetenv("FREEAGENT_TOKEN");
+
+  // A certificate that cannot be read fails at start-up, naming it.
+  ASSERT_TRUE(WriteFileAtomic(file, "").ok());
+  flags.cert_file = *dir + "/missing.crt";
+  flags.key_file = *dir + "/missing.key";
+  auto bad = BuildWorkerConfig(flags);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "missing.crt")) << bad.status();
   RemoveTree(*dir).IgnoreError();
 }
 

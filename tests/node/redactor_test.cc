@@ -5,6 +5,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "tests/node/redactor_reference.h"
 
 namespace freeagent::node {
 namespace {
@@ -21,28 +22,6 @@ std::string OneShot(const std::vector<std::string>& secrets, std::string_view da
   Redactor r(secrets);
   std::string out = r.Process(data);
   return out + r.Flush();
-}
-
-// The definition, without streaming: every byte inside any occurrence of any form is masked and each
-// maximal masked run becomes one marker.
-std::string Reference(const std::vector<std::string>& forms, std::string_view data) {
-  std::vector<bool> mask(data.size(), false);
-  for (size_t i = 0; i < data.size(); ++i) {
-    for (const std::string& f : forms) {
-      if (data.substr(i).substr(0, f.size()) == f && i + f.size() <= data.size()) {
-        for (size_t k = i; k < i + f.size(); ++k) mask[k] = true;
-      }
-    }
-  }
-  std::string out;
-  for (size_t i = 0; i < data.size(); ++i) {
-    if (!mask[i]) {
-      out += data[i];
-    } else if (i == 0 || !mask[i - 1]) {
-      out += kR;
-    }
-  }
-  return out;
 }
 
 TEST(Redactor, ReplacesPlainSecret) {
@@ -233,7 +212,7 @@ TEST(RedactorProperty, ChunkingDoesNotChangeTheOutput) {
     }
     std::string input;
     for (size_t k = 0, n = rng() % 300; k < n; ++k) input += alphabet[rng() % alphabet.size()];
-    const std::string whole = Reference(Redactor(secrets).patterns(), input);
+    const std::string whole = testing::ReferenceRedaction(Redactor(secrets).patterns(), input);
     ASSERT_EQ(OneShot(secrets, input), whole) << "round " << round;
     Redactor r(secrets);
     std::string out;
