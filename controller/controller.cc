@@ -309,6 +309,12 @@ bool Controller::EligibleLocked(const Worker& w, const Job& job) const {
     auto it = w.info.labels().find(key);
     if (it == w.info.labels().end() || it->second != value) return false;
   }
+  // A job naming an image goes only to workers that advertise it ("image.<name>" = "true").
+  const std::string& image = job.build.spec().vm().image();
+  if (!image.empty()) {
+    auto it = w.info.labels().find("image." + image);
+    if (it == w.info.labels().end() || it->second != "true") return false;
+  }
   return true;
 }
 

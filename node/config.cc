@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <random>
 
 #include <CLI/CLI.hpp>
@@ -18,7 +20,8 @@ const std::vector<std::string> kKnownKeys = {"controller", "name",   "id",
                                              "labels",     "slots",  "work_dir",
                                              "driver",     "static", "heartbeat_interval_ms",
                                              "insecure",   "tls_ca", "tls_cert", "tls_key", "tls_server_name",
-                                             "token_file"};
+                                             "token_file",
+                                             "qemu",       "images"};
 const std::vector<std::string> kStaticKeys = {"host",      "port",           "user",
                                               "key",       "host_key_fingerprint", "known_hosts",
                                               "workspace_root", "reset_command", "connect_timeout_seconds"};
@@ -40,6 +43,67 @@ absl::Status ApplyStaticToml(const ConfigReader& r, vm::StaticDriverConfig* c) {
   uint32_t connect_s = static_cast<uint32_t>(c->ssh.connect_timeout.count() / 1000);
   RETURN_IF_ERROR(r.Get("static.connect_timeout_seconds", &connect_s));
   c->ssh.connect_timeout = std::chrono::seconds(connect_s);
+  return absl::OkStatus();
+}
+
+const std::vector<std::string> kQemuKeys = {"binary",         "img_binary",      "accel",
+                                            "work_dir",       "max_cpus",        "max_memory_mb",
+                                            "max_disk_gb",    "default_cpus",    "default_memory_mb",
+                                            "boot_timeout_seconds"};
+const std::vector<std::string> kImageKeys = {"manifest", "base",           "user",     "key",       "host_key_fingerprint",
+                                             "workspace_root", "cpus",     "memory_mb", "disk_gb"};
+
+// The [qemu] table: disposable VMs on a Linux host.
+absl::Status ApplyQemuToml(const ConfigReader& r, vm::QemuDriverConfig* c) {
+  RETURN_IF_ERROR(r.RejectUnknown("qemu", kQemuKeys));
+  RETURN_IF_ERROR(r.Get("qemu.binary", &c->binary));
+  RETURN_IF_ERROR(r.Get("qemu.img_binary", &c->img_binary));
+  RETURN_IF_ERROR(r.Get("qemu.accel", &c->accel));
+  RETURN_IF_ERROR(r.Get("qemu.work_dir", &c->work_dir));
+  RETURN_IF_ERROR(r.Get("qemu.max_cpus", &c->max_cpus));
+  RETURN_IF_ERROR(r.Get("qemu.max_memory_mb", &c->max_memory_mb));
+  RETURN_IF_ERROR(r.Get("qemu.max_disk_gb", &c->max_disk_gb));
+  RETURN_IF_ERROR(r.Get("qemu.default_cpus", &c->default_cpus));
+  RETURN_IF_ERROR(r.Get("qemu.default_memory_mb", &c->default_memory_mb));
+  uint32_t boot_s = static_cast<uint32_t>(c->boot_timeout.count());
+  RETURN_IF_ERROR(r.Get("qemu.boot_timeout_seconds", &boot_s));
+  if (boot_s == 0) return r.Error("qemu.boot_timeout_seconds", "must be at least 1");
+  c->boot_timeout = std::chrono::seconds(boot_s);
+  return absl::OkStatus();
+}
+
+// The [images.<name>] tables.
+absl::Status ApplyImagesToml(const ConfigReader& r, vm::ImageCatalog* images) {
+  const toml::table* tables = r.table()["images"].as_table();
+  if (r.table().contains("images") && tables == nullptr) return r.Error("images", "must be a table of tables");
+  if (tables == nullptr) return absl::OkStatus();
+  for (const auto& [key, node] : *tables) {
+    std::string name(key.str());
+    bool good = !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
+      return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+             ch == '_';
+    });
+    if (!good) return r.Error("images." + name, "image names may only use letters, digits, '-' and '_'");
+    if (!node.is_table()) return r.Error("images." + name, "must be a table");
+    std::string prefix = "images." + name;
+    RETURN_IF_ERROR(r.RejectUnknown(prefix, kImageKeys));
+    vm::ImageEntry e;
+    e.name = name;
+    std::string manifest;
+    RETURN_IF_ERROR(r.Get(prefix + ".manifest", &manifest));
+    RETURN_IF_ERROR(r.Get(prefix + ".base", &e.base));
+    if (!manifest.empty() && !e.base.empty()) return r.Error(prefix, "give manifest (qemu) or base (tart), not both");
+    if (!manifest.empty()) e.base = manifest;
+    RETURN_IF_ERROR(r.Get(prefix + ".user", &e.user));
+    RETURN_IF_ERROR(r.Get(prefix + ".key", &e.private_key_path));
+    RETURN_IF_ERROR(r.Get(prefix + ".host_key_fingerprint", &e.host_key_fingerprint));
+    RETURN_IF_ERROR(r.Get(prefix + ".workspace_root", &e.workspace_root));
+    RETURN_IF_ERROR(r.Get(prefix + ".cpus", &e.cpus));
+    RETURN_IF_ERROR(r.Get(prefix + ".memory_mb", &e.memory_mb));
+    RETURN_IF_ERROR(r.Get(prefix + ".disk_gb", &e.disk_gb));
+    if (e.base.empty()) return r.Error(prefix, "needs manifest (qemu) or base (tart)");
+    images->Add(std::move(e));
+  }
   return absl::OkStatus();
 }
 
@@ -86,7 +150,8 @@ void AddWorkerFlags(CLI::App& app, WorkerFlags* f) {
   app.add_option("--label", f->labels, "label k=v (repeatable)");
   app.add_option("--slots", f->slots, "concurrent jobs (default 2)");
   app.add_option("--work-dir", f->work_dir, "work directory (default ./.freeagent-worker)");
-  app.add_option("--driver", f->driver, "VM driver: local or static (configured in the [static] table)");
+  app.add_option("--driver", f->driver,
+                 "VM driver: local, static ([static] table) or qemu ([qemu] and [images.<name>] tables)");
   app.add_flag("--insecure", f->insecure, "plaintext connection to the controller (loopback demos and tests only)");
   app.add_option("--ca-file", f->ca_file, "PEM roots that verify the controller (default: system roots)");
   app.add_option("--cert-file", f->cert_file, "PEM client certificate for mutual TLS");
@@ -115,6 +180,8 @@ absl::Status ApplyWorkerToml(const std::string& text, const std::string& source,
   RETURN_IF_ERROR(r.Get("tls_server_name", &config->security.server_name));
   RETURN_IF_ERROR(r.Get("token_file", &config->token_file));
   RETURN_IF_ERROR(ApplyStaticToml(r, &config->static_driver));
+  RETURN_IF_ERROR(ApplyQemuToml(r, &config->qemu));
+  RETURN_IF_ERROR(ApplyImagesToml(r, &config->images));
   return ValidateWorkerConfig(*config, source);
 }
 
@@ -123,9 +190,16 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c, const std::string& sour
   if (c.slots < 1 || c.slots > 64) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": key slots: must be 1..64, got ", c.slots));
   }
-  if (c.driver != "local" && c.driver != "static") {
+  if (c.driver != "local" && c.driver != "static" && c.driver != "qemu") {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": key driver: unknown driver \"", c.driver, "\" (available: local, static)"));
+        absl::StrCat(source, ": key driver: unknown driver \"", c.driver, "\" (available: local, static, qemu)"));
+  }
+  if (c.driver == "qemu") {
+    vm::QemuDriverConfig q = c.qemu;
+    q.images = c.images;
+    if (q.work_dir.empty()) q.work_dir = "/vms";  // defaulted under work_dir later; only its form is checked here
+    absl::Status s = vm::QemuDriver::Validate(q);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": [qemu]: ", s.message()));
   }
   if (c.driver == "static") {
     absl::Status s = vm::StaticDriver::Validate(c.static_driver);
@@ -167,6 +241,14 @@ absl::StatusOr<WorkerConfig> BuildWorkerConfig(const WorkerFlags& flags) {
   config.labels.emplace("os", "linux");
   config.labels.emplace("arch", "x86_64");
   RETURN_IF_ERROR(MakeDirs(config.work_dir, 0700));
+  char* real = ::realpath(config.work_dir.c_str(), nullptr);
+  if (real != nullptr) {
+    config.work_dir = real;
+    ::free(real);
+  }
+  if (config.qemu.work_dir.empty()) config.qemu.work_dir = config.work_dir + "/vms";
+  config.qemu.images = config.images;
+  for (const auto& [name, entry] : config.images.entries()) config.labels.emplace("image." + name, "true");
   if (config.id.empty()) {
     ASSIGN_OR_RETURN(config.id, LoadOrMakeId(config.work_dir));
   }

@@ -10,6 +10,8 @@
 
 #include "absl/status/statusor.h"
 #include "proto/channel.h"
+#include "vm/image_catalog.h"
+#include "vm/qemu_driver.h"
 #include "vm/static_driver.h"
 
 namespace CLI {
@@ -25,13 +27,17 @@ struct WorkerConfig {
   std::map<std::string, std::string> labels;  // os/arch added unless configured
   uint32_t slots = 2;
   std::string work_dir = "./.freeagent-worker";
-  std::string driver = "local";               // local | static
+  std::string driver = "local";               // local | static | qemu
   uint32_t heartbeat_interval_ms = 0;         // 0 = what the controller's Welcome says
   vm::StaticDriverConfig static_driver;       // the [static] table, used when driver = "static"
   // TLS (or explicit plaintext), client certificate and bearer token for the controller connection.
   // The token comes from token_file or $FREEAGENT_TOKEN, never from a flag value.
   proto::ChannelSecurity security;
   std::string token_file;
+  vm::QemuDriverConfig qemu;                  // the [qemu] table, used when driver = "qemu"
+  // The [images.<name>] tables: images jobs may name (vm.image). Each is advertised as the label
+  // "image.<name>" = "true", which the controller matches against a job's vm.image.
+  vm::ImageCatalog images;
 };
 
 // Flags as given; an empty optional means "not on the command line".

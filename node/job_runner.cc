@@ -150,6 +150,14 @@ void JobRunner::EnterPhase(v1::Phase phase, const std::string& message, uint32_t
 
 JobRunner::Outcome JobRunner::CancelledOutcome() {
   Outcome o;
+  {
+    std::lock_guard<std::mutex> lock(vm_exit_mu_);
+    if (!vm_exit_.empty()) {
+      o.state = v1::JOB_STATE_ERROR;
+      o.error = vm_exit_;
+      return o;
+    }
+  }
   if (timed_out_.load()) {
     o.state = v1::JOB_STATE_TIMED_OUT;
     o.error = cancel_.Reason();
@@ -278,6 +286,25 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
   };
   s = lease->Start(deadline_, cancel_);
   if (!s.ok()) return FromStatus(s, v1::JOB_STATE_ERROR);
+  // A machine that dies on its own ends the attempt at once (whatever phase it is in) as ERROR.
+  CancellationToken monitor_done;
+  std::thread vm_monitor([this, monitor_done, vm = lease.get()] {
+    while (!monitor_done.WaitFor(std::chrono::milliseconds(250))) {
+      std::string why;
+      if (!vm->Exited(&why)) continue;
+      {
+        std::lock_guard<std::mutex> lock(vm_exit_mu_);
+        vm_exit_ = why;
+      }
+      cancel_.Cancel("VM exited unexpectedly");
+      return;
+    }
+  });
+  // Declared after the lease, so it is joined before the lease stops the machine.
+  absl::Cleanup stop_monitor = [&] {
+    monitor_done.Cancel("done");
+    vm_monitor.join();
+  };
 
   EnterPhase(v1::PHASE_CONNECTING, "waiting for the machine");
   s = lease->WaitReady(deadline_, cancel_);
@@ -399,6 +426,14 @@ JobRunner::Outcome JobRunner::RunSteps(vm::Vm& vm) {
     auto started = std::chrono::steady_clock::now();
     absl::StatusOr<vm::ExecResult> r = vm.guest()->Exec(req);
     std::chrono::milliseconds took(MillisSince(started));
+    if (!r.ok() && !cancel_.IsCancelled()) {
+      // A lost connection is usually the machine itself dying: say so when it did.
+      for (int i = 0; i < 20; ++i) {
+        std::string why;
+        if (vm.Exited(&why)) return Outcome{v1::JOB_STATE_ERROR, 0, name, why};
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
     if (!r.ok()) {
       Outcome o = FromStatus(r.status(), v1::JOB_STATE_ERROR);
       o.failed_step = name;

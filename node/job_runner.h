@@ -90,6 +90,9 @@ class JobRunner {
 
   CancellationToken cancel_;
   std::atomic<bool> timed_out_{false};
+  // Set (before cancel_ fires) when the machine ended on its own; the attempt ends as ERROR with it.
+  std::mutex vm_exit_mu_;
+  std::string vm_exit_;
   std::atomic<int64_t> grace_ms_{0};
   std::atomic<freeagent::v1::Phase> phase_{freeagent::v1::PHASE_UNSPECIFIED};
   Deadline deadline_ = Deadline::Infinite();

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "vm/local_driver.h"
+#include "vm/qemu_driver.h"
 #include "vm/static_driver.h"
 
 namespace freeagent::node {
@@ -26,6 +27,8 @@ Worker::Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver, Connec
   if (!driver_) {
     if (config_.driver == "static") {
       driver_ = std::make_unique<vm::StaticDriver>(config_.static_driver);
+    } else if (config_.driver == "qemu") {
+      driver_ = std::make_unique<vm::QemuDriver>(config_.qemu);
     } else {
       driver_ = std::make_unique<vm::LocalDriver>(config_.work_dir + "/vms");
     }
@@ -195,6 +198,14 @@ void Worker::Reject(const v1::BuildJob& job, const std::string& reason) {
 
 void Worker::HandleAssign(const v1::Assign& assign) {
   const v1::BuildJob& build = assign.job();
+  // An image this worker does not have is refused before anything is created or booted.
+  if (!config_.images.empty()) {
+    absl::StatusOr<vm::ImageEntry> image = config_.images.Find(build.spec().vm().image());
+    if (!image.ok()) {
+      Reject(build, std::string(image.status().message()));
+      return;
+    }
+  }
   std::string key = Key(build.job_id(), build.attempt());
   Job* job = nullptr;
   {
