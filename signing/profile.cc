@@ -34,10 +34,11 @@ absl::Status Invalid(const std::string& source, std::string_view reason) {
 
 std::string StringValue(plist_t node) {
   if (node == nullptr || plist_get_node_type(node) != PLIST_STRING) return "";
-  char* raw = nullptr;
-  plist_get_string_val(node, &raw);
-  std::unique_ptr<char, CFree> owned(raw);
-  return raw ? std::string(raw) : std::string();
+  // plist_get_string_val asserts on a string with an embedded NUL (a crafted profile); the pointer
+  // form with its length reads any string.
+  uint64_t len = 0;
+  const char* ptr = plist_get_string_ptr(node, &len);
+  return ptr ? std::string(ptr, len) : std::string();
 }
 
 bool BoolValue(plist_t node) {
