@@ -26,7 +26,9 @@
 #include "common/fs.h"
 #include "common/process.h"
 #include "common/status_macros.h"
+#include "common/watched_process.h"
 #include "vm/ssh_guest.h"
+#include "vm/workspace.h"
 
 namespace freeagent::vm {
 namespace {
@@ -43,23 +45,6 @@ absl::Status CheckName(const std::string& name) {
 bool FileExists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-// The last `lines` lines of a file (for error messages); empty if it cannot be read.
-std::string Tail(const std::string& path, int lines) {
-  absl::StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) return "";
-  std::string s = *text;
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  size_t pos = s.size();
-  for (int i = 0; i < lines && pos != std::string::npos && pos > 0; ++i) pos = s.rfind('\n', pos - 1);
-  std::string tail = (pos == std::string::npos) ? s : s.substr(pos + 1);
-  // Console output carries CRs and escape sequences; keep it printable.
-  std::string clean;
-  for (char c : tail) {
-    if (c == '\n' || (c >= 0x20 && c < 0x7f)) clean += c;
-  }
-  return clean;
 }
 
 // A free TCP port on 127.0.0.1 (the kernel picks it; QEMU binds it right after, a collision is retried).
@@ -184,7 +169,7 @@ class QemuVm : public Vm {
                               " MB, ssh on 127.0.0.1:", port_, ") after ", MillisSince(started), " ms"));
         return absl::OkStatus();
       }
-      std::string log = Tail(dir_ + "/qemu.log", 5);
+      std::string log = LogTail(dir_ + "/qemu.log", 5);
       bool port_taken = absl::StrContains(log, "host forwarding") || absl::StrContains(log, "Address already in use");
       Kill();
       if (!port_taken || attempt >= 3) {
@@ -221,7 +206,7 @@ class QemuVm : public Vm {
     if (Exited(&why)) return absl::UnavailableError(why);
     if (!guest.ok()) {
       if (cancel.IsCancelled()) return absl::CancelledError(cancel.Reason());
-      std::string console = Tail(dir_ + "/console.log", 5);
+      std::string console = LogTail(dir_ + "/console.log", 5);
       return absl::Status(guest.status().code(),
                           absl::StrCat("VM ", name_, " did not become reachable over SSH within ",
                                        config_.boot_timeout.count(), " s: ", guest.status().message(),
@@ -229,21 +214,7 @@ class QemuVm : public Vm {
     }
     guest_ = std::move(*guest);
     Progress(absl::StrCat("vm: ssh ready after ", MillisSince(started), " ms"));
-    std::string q = ShellQuote(workspace_);
-    ExecRequest req;
-    req.command = absl::StrCat("mkdir -p ", ShellQuote(workspace_root_), " && rm -rf ", q, " && mkdir -m 700 ", q);
-    req.deadline = Deadline::After(std::chrono::seconds(60));
-    req.cancel = cancel;
-    std::string err;
-    req.on_stderr = [&err](std::string_view b) {
-      if (err.size() < 4096) err.append(b);
-    };
-    ASSIGN_OR_RETURN(ExecResult r, guest_->Exec(req));
-    if (!r.Succeeded()) {
-      if (r.cancelled) return absl::CancelledError(cancel.Reason());
-      return absl::InternalError(absl::StrCat("VM ", name_, ": cannot create the workspace ", workspace_, ": ", err));
-    }
-    return absl::OkStatus();
+    return MakeFreshWorkspace(*guest_, workspace_root_, workspace_, cancel);
   }
 
   Guest* guest() override { return guest_.get(); }
@@ -353,8 +324,8 @@ class QemuVm : public Vm {
       std::lock_guard<std::mutex> lock(mu_);
       running_ = false;
       exited_ = true;
-      std::string console = Tail(dir_ + "/console.log", 8);
-      std::string qemu_log = Tail(dir_ + "/qemu.log", 3);
+      std::string console = LogTail(dir_ + "/console.log", 8);
+      std::string qemu_log = LogTail(dir_ + "/qemu.log", 3);
       exit_description_ = absl::StrCat("VM exited unexpectedly (qemu ", status, ")",
                                        qemu_log.empty() ? "" : "; qemu: " + qemu_log,
                                        console.empty() ? "" : "; console tail:\n" + console);
