@@ -137,8 +137,12 @@ struct SshGuest::Session {
   std::mutex mu;
   // libssh2 keeps the progress of SFTP init/open/stat in the shared LIBSSH2_SFTP object: one such
   // operation at a time, held across its EAGAIN retries (reads and writes keep state per handle).
-  // Lock order: sftp_mu, then mu.
+  // Lock order: sftp_mu, startup_mu, mu.
   std::mutex sftp_mu;
+  // libssh2 also keeps the progress of opening a channel and of starting its command (exec, subsystem)
+  // in the session rather than the channel: two threads inside either at once take each other's replies
+  // ("Failed waiting for channel success"). One such step at a time, held across its EAGAIN retries.
+  std::mutex startup_mu;
   std::string where;  // "user@host:port"
 
   ~Session() {
@@ -229,13 +233,21 @@ struct SshGuest::Session {
     }
   }
 
+  // Retry for the session-wide steps guarded by startup_mu.
+  template <typename Op>
+  auto Startup(Op op, const CancellationToken& cancel, const Deadline& deadline, const std::string& what)
+      -> absl::StatusOr<decltype(op())> {
+    std::lock_guard<std::mutex> serial(startup_mu);
+    return Retry(op, cancel, deadline, what);
+  }
+
   absl::StatusOr<LIBSSH2_SFTP*> Sftp(const CancellationToken& cancel) {
     std::lock_guard<std::mutex> op(sftp_mu);
     {
       std::lock_guard<std::mutex> lock(mu);
       if (sftp != nullptr) return sftp;
     }
-    ASSIGN_OR_RETURN(LIBSSH2_SFTP * h, Retry([&] { return libssh2_sftp_init(s); }, cancel,
+    ASSIGN_OR_RETURN(LIBSSH2_SFTP * h, Startup([&] { return libssh2_sftp_init(s); }, cancel,
                                              Deadline::After(std::chrono::seconds(30)), "start sftp"));
     std::lock_guard<std::mutex> lock(mu);
     sftp = h;
@@ -500,10 +512,10 @@ namespace {
 absl::StatusOr<int> RunQuick(SshGuest::Session& ss, const std::string& command) {
   Deadline deadline = Deadline::After(std::chrono::seconds(10));
   CancellationToken none;
-  ASSIGN_OR_RETURN(LIBSSH2_CHANNEL * ch, ss.Retry([&] { return libssh2_channel_open_session(ss.s); }, none,
+  ASSIGN_OR_RETURN(LIBSSH2_CHANNEL * ch, ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, none,
                                                    deadline, "open channel"));
   ChannelCloser closer{&ss, ch};
-  RETURN_IF_ERROR(ss.Retry([&] { return libssh2_channel_exec(ch, command.c_str()); }, none, deadline, "exec")
+  RETURN_IF_ERROR(ss.Startup([&] { return libssh2_channel_exec(ch, command.c_str()); }, none, deadline, "exec")
                       .status());
   RETURN_IF_ERROR(ss.Retry([&] { return libssh2_channel_send_eof(ch); }, none, deadline, "send eof").status());
   char buf[4096];
@@ -540,11 +552,11 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
   std::string command = absl::StrCat("exec /bin/sh -c ", ShellQuote(kWrapper), " fa ", preamble.size(), " ",
                                      script.size());
   Deadline setup_deadline = Deadline::After(std::chrono::seconds(30)).Min(req.deadline);
-  ASSIGN_OR_RETURN(LIBSSH2_CHANNEL * ch, ss.Retry([&] { return libssh2_channel_open_session(ss.s); }, req.cancel,
+  ASSIGN_OR_RETURN(LIBSSH2_CHANNEL * ch, ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, req.cancel,
                                                    setup_deadline, "open channel"));
   ChannelCloser closer{&ss, ch};
   RETURN_IF_ERROR(
-      ss.Retry([&] { return libssh2_channel_exec(ch, command.c_str()); }, req.cancel, setup_deadline, "exec")
+      ss.Startup([&] { return libssh2_channel_exec(ch, command.c_str()); }, req.cancel, setup_deadline, "exec")
           .status());
 
   std::string head = preamble + script;
