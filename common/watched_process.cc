@@ -106,6 +106,7 @@ std::string LogTail(const std::string& path, int lines) {
   }
   ::close(fd);
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  if (text.empty() || lines <= 0) return "";
   size_t pos = text.size();
   for (int i = 0; i < lines && pos != std::string::npos && pos > 0; ++i) pos = text.rfind('\n', pos - 1);
   std::string_view tail = pos == std::string::npos ? std::string_view(text) : std::string_view(text).substr(pos + 1);

@@ -109,5 +109,20 @@ TEST(LogTail, KeepsLastLinesAndDropsControlBytes) {
   RemoveTree(*d).IgnoreError();
 }
 
+TEST(LogTail, EmptyOrBlankFilesGiveNothing) {
+  // A VM that dies before writing a byte leaves empty logs behind; describing it must not throw.
+  auto d = MakePrivateTempDir("/tmp", "fa-tail-");
+  ASSERT_TRUE(d.ok());
+  std::string path = *d + "/qemu.log";
+  ASSERT_TRUE(WriteFileAtomic(path, "").ok());
+  EXPECT_EQ(LogTail(path, 3), "");
+  ASSERT_TRUE(WriteFileAtomic(path, "\n\r\n\n").ok());
+  EXPECT_EQ(LogTail(path, 3), "");
+  ASSERT_TRUE(WriteFileAtomic(path, "\nonly\n").ok());
+  EXPECT_EQ(LogTail(path, 5), "only");
+  EXPECT_EQ(LogTail(path, 0), "");
+  RemoveTree(*d).IgnoreError();
+}
+
 }  // namespace
 }  // namespace freeagent
