@@ -22,6 +22,9 @@ constexpr uint32_t kDefaultPageSize = 50;
 constexpr uint32_t kMaxPageSize = 1000;
 // Shorter secrets cannot be masked in the log without mangling it (the worker's redactor ignores them).
 constexpr size_t kMinSecretBytes = 6;
+// Names of sealed secrets in the store (and in their associated data).
+constexpr char kEnvSecretPrefix[] = "env/";
+constexpr char kP12PasswordName[] = "signing/p12_password";
 
 std::string NewJobId() {
   static std::mutex mu;
@@ -102,6 +105,8 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(ControllerOptions
   if (options.max_attempts == 0) options.max_attempts = 1;
   RETURN_IF_ERROR(MakeDirs(options.data_dir, 0700));
   std::unique_ptr<Controller> c(new Controller(std::move(options)));
+  ASSIGN_OR_RETURN(SecretBox box, SecretBox::OpenKeyFile(c->options_.data_dir + "/secret.key"));
+  c->secret_box_ = std::make_unique<SecretBox>(box);
   ASSIGN_OR_RETURN(c->store_, Store::Open(c->options_.data_dir + "/freeagent.db"));
   RETURN_IF_ERROR(c->blobs_.Init());
   RETURN_IF_ERROR(c->logs_.Start());
@@ -138,6 +143,7 @@ void Controller::Stop() {
 absl::Status Controller::Load() {
   ASSIGN_OR_RETURN(std::vector<v1::WorkerInfo> workers, store_->LoadWorkers());
   ASSIGN_OR_RETURN(std::vector<StoredJob> jobs, store_->LoadJobs());
+  ASSIGN_OR_RETURN(auto secrets, store_->LoadSecrets());
   std::lock_guard<std::mutex> lock(mu_);
   const auto now = std::chrono::steady_clock::now();
   for (auto& info : workers) {
@@ -158,6 +164,19 @@ absl::Status Controller::Load() {
     by_seq_[job.seq] = id;
     auto [it, inserted] = jobs_.emplace(id, std::move(job));
     Job& j = it->second;
+    auto sealed = secrets.find(id);
+    if (IsTerminal(j.build.state())) {
+      // Left over by a crash between the end of the build and the delete.
+      if (sealed != secrets.end()) store_->DeleteSecrets(id).IgnoreError();
+      continue;
+    }
+    if (absl::Status st = UnsealSecrets(j.build, sealed == secrets.end() ? std::map<std::string, std::string>()
+                                                                        : sealed->second);
+        !st.ok()) {
+      spdlog::error("build {}: {}", id, st.ToString());
+      FinishLocked(j, v1::JOB_STATE_ERROR, std::string(st.message()));
+      continue;
+    }
     const v1::JobState state = j.build.state();
     if (state == v1::JOB_STATE_QUEUED) {
       queue_.insert(KeyOf(j));
@@ -255,6 +274,55 @@ v1::Build Controller::PublicBuildLocked(const Job& job) {
   if (b.spec().has_signing()) b.mutable_spec()->mutable_signing()->clear_p12_password();
   b.set_log_size(logs_.GetSizes(b.id(), b.attempt()).committed);
   return b;
+}
+
+absl::Status Controller::SealSecrets(const v1::Build& build) {
+  std::map<std::string, std::string> sealed;
+  auto seal = [&](const std::string& name, const std::string& value) -> absl::Status {
+    ASSIGN_OR_RETURN(sealed[name], secret_box_->Seal(value, SecretBox::Aad(build.id(), name)));
+    return absl::OkStatus();
+  };
+  for (const auto& [key, value] : build.spec().secret_env()) {
+    RETURN_IF_ERROR(seal(absl::StrCat(kEnvSecretPrefix, key), value));
+  }
+  if (build.spec().has_signing() && !build.spec().signing().p12_password().empty()) {
+    RETURN_IF_ERROR(seal(std::string(kP12PasswordName), build.spec().signing().p12_password()));
+  }
+  return store_->PutSecrets(build.id(), sealed);
+}
+
+absl::Status Controller::UnsealSecrets(v1::Build& build, const std::map<std::string, std::string>& sealed) {
+  auto open = [&](const std::string& name, std::string* out) -> absl::Status {
+    auto it = sealed.find(name);
+    if (it == sealed.end()) {
+      return absl::DataLossError(absl::StrCat("secret ", name, " is missing from the store; submit the build again"));
+    }
+    absl::StatusOr<std::string> value = secret_box_->Open(it->second, SecretBox::Aad(build.id(), name));
+    if (!value.ok()) {
+      return absl::DataLossError(absl::StrCat("secret ", name, " could not be decrypted with ", options_.data_dir,
+                                              "/secret.key: ", value.status().message(),
+                                              "; submit the build again"));
+    }
+    *out = std::move(*value);
+    return absl::OkStatus();
+  };
+  v1::JobSpec& spec = *build.mutable_spec();
+  for (auto& [key, value] : *spec.mutable_secret_env()) {
+    RETURN_IF_ERROR(open(absl::StrCat(kEnvSecretPrefix, key), &value));
+  }
+  if (spec.has_signing() && sealed.count(std::string(kP12PasswordName))) {
+    RETURN_IF_ERROR(open(std::string(kP12PasswordName), spec.mutable_signing()->mutable_p12_password()));
+  }
+  return absl::OkStatus();
+}
+
+void Controller::DropSecretsLocked(Job& job) {
+  v1::JobSpec& spec = *job.build.mutable_spec();
+  for (auto& [key, value] : *spec.mutable_secret_env()) value.clear();
+  if (spec.has_signing()) spec.mutable_signing()->clear_p12_password();
+  if (absl::Status st = store_->DeleteSecrets(job.build.id()); !st.ok()) {
+    spdlog::error("deleting the secrets of build {}: {}", job.build.id(), st.ToString());
+  }
 }
 
 void Controller::SaveJobLocked(const Job& job) {
@@ -418,6 +486,7 @@ void Controller::FinishLocked(Job& job, v1::JobState outcome, const std::string&
   b.set_state(outcome);
   if (!error.empty()) b.set_error(error);
   b.set_finished_unix_ms(UnixMillis());
+  DropSecretsLocked(job);
   SaveJobLocked(job);
   if (!b.worker_id().empty()) SaveAttemptLocked(job);
   logs_.Release(b.id(), b.attempt());
@@ -554,6 +623,8 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
     b.set_state(v1::JOB_STATE_QUEUED);
     b.set_attempt(1);
     b.set_created_unix_ms(UnixMillis());
+    // Sealed before the job row exists, so a stored queued build always has its secrets.
+    RETURN_IF_ERROR(SealSecrets(job.build));
     Job& stored = jobs_.emplace(id, std::move(job)).first->second;
     by_seq_[stored.seq] = id;
     queue_.insert(KeyOf(stored));

@@ -26,6 +26,7 @@
 #include "controller/blob_store.h"
 #include "controller/log_store.h"
 #include "controller/retention.h"
+#include "controller/secret_box.h"
 #include "controller/store.h"
 #include "freeagent/v1/build.pb.h"
 #include "freeagent/v1/fleet.pb.h"
@@ -116,7 +117,7 @@ class Controller {
  private:
   struct Job {
     int64_t seq = 0;
-    v1::Build build;                      // full spec, secrets included
+    v1::Build build;                      // full spec, secrets included until the build ends
     std::set<std::string> rejected_by;    // workers that rejected the current attempt
     bool cancel_requested = false;
     std::string cancel_reason;
@@ -132,6 +133,12 @@ class Controller {
   explicit Controller(ControllerOptions options);
   absl::Status Load();
   void LivenessLoop();
+
+  // Secrets at rest: sealed into the store at submit, put back into the in-memory spec at load,
+  // erased from both when the build ends.
+  absl::Status SealSecrets(const v1::Build& build);
+  absl::Status UnsealSecrets(v1::Build& build, const std::map<std::string, std::string>& sealed);
+  void DropSecretsLocked(Job& job);
 
   // All *Locked methods need mu_.
   Job* FindLocked(const std::string& id);
@@ -165,6 +172,7 @@ class Controller {
 
   const ControllerOptions options_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<SecretBox> secret_box_;
   BlobStore blobs_;
   LogStore logs_;
 

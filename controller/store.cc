@@ -20,6 +20,12 @@ CREATE TABLE IF NOT EXISTS jobs (
   spec BLOB NOT NULL,
   build BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secrets (
+  job_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  sealed BLOB NOT NULL,
+  PRIMARY KEY (job_id, name)
+);
 CREATE TABLE IF NOT EXISTS attempts (
   job_id TEXT NOT NULL,
   attempt INTEGER NOT NULL,
@@ -83,6 +89,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
   // NORMAL in WAL mode: a commit survives a process crash; log bytes have their own fdatasync.
   RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL"));
+  // Deleted rows (sealed secrets of finished builds) are overwritten, not left in free pages.
+  RETURN_IF_ERROR(store->Exec("PRAGMA secure_delete=ON"));
   RETURN_IF_ERROR(store->Exec(kSchema));
   return store;
 }
@@ -153,7 +161,10 @@ absl::StatusOr<std::vector<v1::WorkerInfo>> Store::LoadWorkers() {
 
 absl::Status Store::PutJob(const StoredJob& job) {
   v1::Build build = job.build;
-  std::string spec = Serialize(build.spec());
+  v1::JobSpec& stored_spec = *build.mutable_spec();
+  for (auto& [key, value] : *stored_spec.mutable_secret_env()) value.clear();
+  if (stored_spec.has_signing()) stored_spec.mutable_signing()->clear_p12_password();
+  std::string spec = Serialize(stored_spec);
   build.clear_spec();
   build.clear_events();
   std::lock_guard<std::mutex> lock(mu_);
@@ -188,6 +199,47 @@ absl::StatusOr<std::vector<StoredJob>> Store::LoadJobs() {
   sqlite3_reset(s);
   if (rc != SQLITE_DONE) return Error("load jobs");
   return out;
+}
+
+absl::Status Store::PutSecrets(const std::string& job_id, const std::map<std::string, std::string>& sealed) {
+  if (sealed.empty()) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(Exec("BEGIN"));
+  for (const auto& [name, value] : sealed) {
+    auto s = Prepared("INSERT OR REPLACE INTO secrets (job_id, name, sealed) VALUES (?, ?, ?)");
+    absl::Status st = s.status();
+    if (st.ok()) {
+      BindText(*s, 1, job_id);
+      BindText(*s, 2, name);
+      BindBlob(*s, 3, value);
+      st = RunToDone(*s, "put secret");
+    }
+    if (!st.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return st;
+    }
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<std::map<std::string, std::map<std::string, std::string>>> Store::LoadSecrets() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * s, Prepared("SELECT job_id, name, sealed FROM secrets"));
+  std::map<std::string, std::map<std::string, std::string>> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    out[ColumnBlob(s, 0)][ColumnBlob(s, 1)] = ColumnBlob(s, 2);
+  }
+  sqlite3_reset(s);
+  if (rc != SQLITE_DONE) return Error("load secrets");
+  return out;
+}
+
+absl::Status Store::DeleteSecrets(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * s, Prepared("DELETE FROM secrets WHERE job_id = ?"));
+  BindText(s, 1, job_id);
+  return RunToDone(s, "delete secrets");
 }
 
 absl::Status Store::PutAttempt(const std::string& job_id, uint32_t attempt,

@@ -1,6 +1,6 @@
-// The controller's durable record in SQLite (WAL): workers, jobs (spec kept as a serialized JobSpec,
-// secrets included because workers need them; read APIs strip them), attempts, events and artifact
-// rows. One connection guarded by a mutex; every statement is prepared once.
+// The controller's durable record in SQLite (WAL): workers, jobs (spec kept as a serialized JobSpec
+// without secret values), sealed secrets (see secret_box.h; kept only while a build can still run),
+// attempts, events and artifact rows. One connection guarded by a mutex; every statement is prepared once.
 #pragma once
 
 #include <sqlite3.h>
@@ -33,9 +33,17 @@ class Store {
   absl::Status PutWorker(const v1::WorkerInfo& worker);
   absl::StatusOr<std::vector<v1::WorkerInfo>> LoadWorkers();
 
+  // Stores the job; the spec's secret values (secret_env values, the P12 password) are never written
+  // by this call: they go through PutSecrets, sealed.
   absl::Status PutJob(const StoredJob& job);
-  // All jobs, oldest first.
+  // All jobs, oldest first (secret values empty).
   absl::StatusOr<std::vector<StoredJob>> LoadJobs();
+
+  // Sealed secrets of a build, by name, written in one transaction.
+  absl::Status PutSecrets(const std::string& job_id, const std::map<std::string, std::string>& sealed);
+  // Every stored sealed secret: job id -> name -> sealed bytes.
+  absl::StatusOr<std::map<std::string, std::map<std::string, std::string>>> LoadSecrets();
+  absl::Status DeleteSecrets(const std::string& job_id);
 
   absl::Status PutAttempt(const std::string& job_id, uint32_t attempt, const std::string& worker_id,
                           v1::JobState state, int64_t started_ms, int64_t finished_ms,
