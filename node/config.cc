@@ -20,7 +20,7 @@ const std::vector<std::string> kKnownKeys = {"controller", "name",   "id",
                                              "labels",     "slots",  "work_dir",
                                              "driver",     "static", "heartbeat_interval_ms",
                                              "insecure",   "tls_ca", "tls_cert", "tls_key", "tls_server_name",
-                                             "token_file",
+                                             "token_file", "max_log_mib",
                                              "qemu",       "images"};
 const std::vector<std::string> kStaticKeys = {"host",      "port",           "user",
                                               "key",       "host_key_fingerprint", "known_hosts",
@@ -179,6 +179,7 @@ absl::Status ApplyWorkerToml(const std::string& text, const std::string& source,
   RETURN_IF_ERROR(r.Get("tls_key", &config->security.key_file));
   RETURN_IF_ERROR(r.Get("tls_server_name", &config->security.server_name));
   RETURN_IF_ERROR(r.Get("token_file", &config->token_file));
+  RETURN_IF_ERROR(r.Get("max_log_mib", &config->max_log_mib));
   RETURN_IF_ERROR(ApplyStaticToml(r, &config->static_driver));
   RETURN_IF_ERROR(ApplyQemuToml(r, &config->qemu));
   RETURN_IF_ERROR(ApplyImagesToml(r, &config->images));
@@ -189,6 +190,10 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c, const std::string& sour
   if (c.controller.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": key controller: empty"));
   if (c.slots < 1 || c.slots > 64) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": key slots: must be 1..64, got ", c.slots));
+  }
+  if (c.max_log_mib < 1 || c.max_log_mib > (1u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": key max_log_mib: must be 1..1048576 (MiB per attempt), got ", c.max_log_mib));
   }
   if (c.driver != "local" && c.driver != "static" && c.driver != "qemu") {
     return absl::InvalidArgumentError(

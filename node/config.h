@@ -29,6 +29,8 @@ struct WorkerConfig {
   std::string work_dir = "./.freeagent-worker";
   std::string driver = "local";               // local | static | qemu
   uint32_t heartbeat_interval_ms = 0;         // 0 = what the controller's Welcome says
+  // Each attempt's log is cut at this size with a final note; later output is dropped (job_runner.h).
+  uint32_t max_log_mib = 256;
   vm::StaticDriverConfig static_driver;       // the [static] table, used when driver = "static"
   // TLS (or explicit plaintext), client certificate and bearer token for the controller connection.
   // The token comes from token_file or $FREEAGENT_TOKEN, never from a flag value.

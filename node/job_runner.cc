@@ -90,11 +90,29 @@ void JobRunner::Cancel(const std::string& reason, std::chrono::seconds grace) {
 void JobRunner::Log(std::string_view bytes) {
   if (!callbacks_.log) return;
   if (!redactor_.active()) {
-    callbacks_.log(bytes);
+    EmitLog(bytes);
     return;
   }
   std::string out = redactor_.Process(bytes);
-  if (!out.empty()) callbacks_.log(out);
+  if (!out.empty()) EmitLog(out);
+}
+
+void JobRunner::EmitLog(std::string_view bytes) {
+  if (log_cut_ || bytes.empty()) return;
+  const uint64_t limit = options_.max_log_bytes;
+  if (limit == 0 || bytes.size() <= limit - log_bytes_) {
+    log_bytes_ += bytes.size();
+    callbacks_.log(bytes);
+    return;
+  }
+  // Only the redactor's output is cut, so a secret is never exposed by the cut.
+  callbacks_.log(bytes.substr(0, static_cast<size_t>(limit - log_bytes_)));
+  log_bytes_ = limit;
+  log_cut_ = true;
+  const std::string size = limit % (1 << 20) == 0 ? absl::StrCat(limit >> 20, " MiB") : absl::StrCat(limit, " bytes");
+  callbacks_.log(absl::StrCat("\n[freeagent: this attempt's log reached its limit of ", size,
+                              "; further output is dropped, the build goes on]\n"));
+  Note(absl::StrCat("the log reached its limit of ", size, "; further output of this attempt is dropped"));
 }
 
 void JobRunner::Note(std::string_view text) {
@@ -215,8 +233,7 @@ v1::JobResult JobRunner::Run() {
     default: Note(absl::StrCat("build error: ", outcome.error)); break;
   }
   if (callbacks_.log) {
-    std::string tail = redactor_.Flush();
-    if (!tail.empty()) callbacks_.log(tail);
+    EmitLog(redactor_.Flush());
   }
   result.set_outcome(outcome.state);
   result.set_exit_code(outcome.exit_code);

@@ -28,6 +28,9 @@ struct JobRunnerOptions {
   std::chrono::seconds default_timeout{3600};     // when the spec says 0
   std::chrono::seconds default_kill_grace{10};    // when the spec says 0
   uint64_t artifact_max_bytes = 4ull << 30;       // per artifact when the rule says 0
+  // The attempt's log (after redaction) is cut here: a final note says so, later output is dropped and
+  // the job goes on (its outcome is its steps'). 0 = no limit.
+  uint64_t max_log_bytes = 256ull << 20;
 };
 
 // Where a runner reports. Called on the job thread; may block (backpressure).
@@ -74,6 +77,8 @@ class JobRunner {
   void EndPhase();
   // The guest's output for the log; secrets are redacted.
   void Log(std::string_view bytes);
+  // Hands redacted bytes to the log callback within options_.max_log_bytes.
+  void EmitLog(std::string_view bytes);
   // A line of the worker's own (no newline), reported as progress in the current phase and step,
   // never written into the log. Secrets are redacted here too.
   void Note(std::string_view text);
@@ -87,6 +92,8 @@ class JobRunner {
   JobCallbacks callbacks_;
   Redactor redactor_;       // the log stream's; used on the job thread only
   Redactor note_redactor_;  // one note at a time; used on the job thread only
+  uint64_t log_bytes_ = 0;  // handed to the log callback (job thread only)
+  bool log_cut_ = false;
 
   CancellationToken cancel_;
   std::atomic<bool> timed_out_{false};

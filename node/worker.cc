@@ -224,6 +224,7 @@ void Worker::HandleAssign(const v1::Assign& assign) {
       JobRunnerOptions ro;
       ro.jobs_dir = config_.work_dir + "/jobs";
       ro.worker_name = config_.name;
+      ro.max_log_bytes = uint64_t{config_.max_log_mib} << 20;
       LogStream* log = j->log.get();
       JobCallbacks cb;
       cb.log = [log](std::string_view b) { log->Append(b); };

@@ -37,6 +37,16 @@ xcode = "16.1"
   EXPECT_EQ(c.labels.at("xcode"), "16.1");
 }
 
+TEST(WorkerConfig, LogLimitDefaultsTo256MiBAndIsBounded) {
+  WorkerConfig c;
+  EXPECT_EQ(c.max_log_mib, 256u);
+  ASSERT_TRUE(ApplyWorkerToml("max_log_mib = 64\n", "w.toml", &c).ok());
+  EXPECT_EQ(c.max_log_mib, 64u);
+  WorkerConfig d;
+  absl::Status s = ApplyWorkerToml("max_log_mib = 0\n", "w.toml", &d);
+  EXPECT_TRUE(absl::StrContains(s.message(), "w.toml: key max_log_mib: must be 1..1048576")) << s;
+}
+
 TEST(WorkerConfig, MalformedTomlNamesFileAndLine) {
   WorkerConfig c;
   absl::Status s = ApplyWorkerToml("controller = \"a:1\"\nslots = = 3\n", "bad.toml", &c);

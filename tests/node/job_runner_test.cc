@@ -366,5 +366,30 @@ TEST_F(JobRunnerTest, WorkingDirMustStayInsideTheWorkspace) {
   ExpectCleanedUp();
 }
 
+TEST_F(JobRunnerTest, ALogAboveTheLimitIsCutWithANoteAndTheBuildGoesOn) {
+  options_.max_log_bytes = 100000;
+  // 300 000 bytes of output, then a marker after the cut and a second step that must still run.
+  v1::BuildJob job = Job({{"loud", "head -c 300000 /dev/zero | tr '\\0' x; echo after-the-cut"},
+                          {"next", "echo second-step > done.txt"}});
+  job.mutable_spec()->add_artifacts()->set_glob("done.txt");
+  // An active redactor that keeps holding back the x run (it could start this secret) up to the cut.
+  (*job.mutable_spec()->mutable_secret_env())["TOKEN"] = "xxxxxxxxxxxxxxxxxxxx-not-in-the-output";
+  auto runner = Runner(job);
+  v1::JobResult result = runner->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_SUCCEEDED) << result.error();
+  ASSERT_EQ(result.artifacts_size(), 1) << "the step after the cut ran";
+  const std::string log = Log();
+  const std::string note =
+      "\n[freeagent: this attempt's log reached its limit of 100000 bytes; further output is dropped, the build "
+      "goes on]\n";
+  ASSERT_EQ(log.size(), 100000 + note.size());
+  EXPECT_EQ(log.substr(0, 100000), std::string(100000, 'x'));
+  EXPECT_EQ(log.substr(100000), note);
+  EXPECT_FALSE(absl::StrContains(log, "after-the-cut"));
+  EXPECT_TRUE(FindProgress("the log reached its limit of 100000 bytes; further output of this attempt is dropped"))
+      << Messages();
+  ExpectCleanedUp();
+}
+
 }  // namespace
 }  // namespace freeagent::node
