@@ -8,7 +8,9 @@
 namespace freeagent {
 
 void InitLogging(const std::string& name, const std::string& level) {
-  auto logger = spdlog::stderr_logger_mt(name);
+  // Called again once a config file has named the level: the logger is reused, not registered twice.
+  std::shared_ptr<spdlog::logger> logger = spdlog::get(name);
+  if (!logger) logger = spdlog::stderr_logger_mt(name);
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] [%n] %v");
   std::string lvl = level;
   if (lvl.empty()) {
