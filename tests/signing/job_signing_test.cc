@@ -5,12 +5,15 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <filesystem>
+#include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/fs.h"
+#include "common/process.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "node/job_runner.h"
@@ -208,6 +211,71 @@ TEST_F(JobSigningTest, FailingStepStillRemovesTheKeychain) {
   EXPECT_EQ(driver_->created(), 1);
   ExpectNothingLeft();
   EXPECT_THAT(ReadFile(root_ + "/state/log").value_or(""), HasSubstr("argv: [delete-keychain]"));
+}
+
+// Secrets never appear in any process's argv while a signed build runs: every /proc/*/cmdline on the
+// host and `ps -eo args` (what the machine sees; with this driver the machine is the host) are scanned
+// over and over for the P12 password and a secret env value during the whole job.
+TEST_F(JobSigningTest, NoSecretIsInAnyArgvDuringASignedBuild) {
+  const std::string env_secret = absl::StrCat("env-secret-", getpid(), "-c0ffee");
+  v1::BuildJob job = Job("printf %s \"$API_SECRET\" | wc -c; security find-identity -v -p codesigning "
+                         "\"$FREEAGENT_KEYCHAIN\"; sleep 0.917; printf %s \"$API_SECRET\" | wc -c",
+                         good_profile_, kPassword);
+  (*job.mutable_spec()->mutable_secret_env())["API_SECRET"] = env_secret;
+
+  std::atomic<bool> done{false};
+  std::atomic<int> proc_scans{0}, ps_scans{0};
+  std::atomic<bool> saw_step{false};
+  std::mutex mu;
+  std::set<std::string> leaks;
+  auto check = [&](const std::string& args, const std::string& where) {
+    for (const std::string& secret : {std::string(kPassword), env_secret}) {
+      if (args.find(secret) != std::string::npos) {
+        std::lock_guard<std::mutex> lock(mu);
+        leaks.insert(absl::StrCat(where, ": ", args));
+      }
+    }
+  };
+  std::thread proc_scanner([&] {
+    while (!done.load()) {
+      std::error_code ec;
+      for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string pid = entry.path().filename().string();
+        if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+        auto cmdline = ReadFile(entry.path().string() + "/cmdline");  // processes come and go
+        if (!cmdline.ok()) continue;
+        check(*cmdline, "/proc/" + pid + "/cmdline");
+        if (*cmdline == std::string("sleep\0" "0.917\0", 12)) saw_step = true;
+      }
+      ++proc_scans;
+    }
+  });
+  std::thread ps_scanner([&] {
+    while (!done.load()) {
+      ProcessOptions ps;
+      ps.argv = {"ps", "-eo", "args"};
+      ps.deadline = Deadline::After(std::chrono::seconds(10));
+      auto r = RunProcess(ps);
+      if (r.ok() && r->exit_code == 0) {
+        check(r->stdout_data, "ps -eo args");
+        ++ps_scans;
+      }
+    }
+  });
+
+  v1::JobResult r = Run(job);
+  done = true;
+  proc_scanner.join();
+  ps_scanner.join();
+
+  EXPECT_EQ(r.outcome(), v1::JOB_STATE_SUCCEEDED) << r.error() << "\n" << log_;
+  EXPECT_THAT(log_, HasSubstr("1 valid identities found"));
+  EXPECT_TRUE(saw_step.load()) << "the scan never saw the step's own processes";
+  EXPECT_GT(proc_scans.load(), 10);
+  EXPECT_GT(ps_scans.load(), 3);
+  EXPECT_TRUE(leaks.empty()) << *leaks.begin();
+  EXPECT_THAT(log_, Not(HasSubstr(env_secret)));
+  ExpectNothingLeft();
 }
 
 }  // namespace
