@@ -782,8 +782,14 @@ absl::Status Controller::OnHello(const std::shared_ptr<WorkerConnection>& conn, 
       Job* job = FindLocked(rj.job_id());
       const bool same = job && job->build.attempt() == rj.attempt() && job->build.worker_id() == w.info.id();
       const bool live = same && !IsTerminal(job->build.state());
-      if (!live && !(same && rj.finished())) {
+      // An orphan died with an earlier run of the worker: if it is still the current attempt, it is
+      // not kept below and so runs again as the next attempt.
+      if (rj.orphaned() || (!live && !(same && rj.finished()))) {
         d->set_action(v1::JobDirective::ACTION_ABANDON);
+        if (job) {
+          EventLocked(*job, absl::StrCat("worker ", w.info.name(), " told to abandon attempt ", rj.attempt(),
+                                         rj.orphaned() ? " (lost when the worker stopped)" : ""));
+        }
         continue;
       }
       d->set_action(v1::JobDirective::ACTION_CONTINUE);
@@ -900,6 +906,11 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
           break;
         }
         v1::Build& b = job->build;
+        // A worker restates its latest progress after each reconnect: the same report is no new event.
+        if (b.state() == v1::JOB_STATE_RUNNING && b.phase() == p.phase() && b.step_index() == p.step_index() &&
+            b.message() == p.message()) {
+          break;
+        }
         if (b.state() == v1::JOB_STATE_ASSIGNED) {
           b.set_state(v1::JOB_STATE_RUNNING);
           b.set_started_unix_ms(UnixMillis());

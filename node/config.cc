@@ -19,6 +19,7 @@ namespace {
 const std::vector<std::string> kKnownKeys = {"controller", "name",   "id",
                                              "labels",     "slots",  "work_dir",
                                              "driver",     "static", "heartbeat_interval_ms",
+                                             "disconnected_job_limit_seconds",
                                              "insecure",   "tls_ca", "tls_cert", "tls_key", "tls_server_name",
                                              "token_file", "max_log_mib",
                                              "qemu",       "images"};
@@ -159,6 +160,8 @@ void AddWorkerFlags(CLI::App& app, WorkerFlags* f) {
   app.add_option("--token-file", f->token_file, "file holding the worker token (else $FREEAGENT_TOKEN)");
   app.add_option("--heartbeat-interval-ms", f->heartbeat_interval_ms,
                  "heartbeat interval (default: what the controller says)");
+  app.add_option("--disconnected-job-limit-seconds", f->disconnected_job_limit_seconds,
+                 "how long running jobs go on while the controller is unreachable (default 600)");
 }
 
 absl::Status ApplyWorkerToml(const std::string& text, const std::string& source, WorkerConfig* config) {
@@ -173,6 +176,7 @@ absl::Status ApplyWorkerToml(const std::string& text, const std::string& source,
   RETURN_IF_ERROR(r.Get("work_dir", &config->work_dir));
   RETURN_IF_ERROR(r.Get("driver", &config->driver));
   RETURN_IF_ERROR(r.Get("heartbeat_interval_ms", &config->heartbeat_interval_ms));
+  RETURN_IF_ERROR(r.Get("disconnected_job_limit_seconds", &config->disconnected_job_limit_seconds));
   RETURN_IF_ERROR(r.Get("insecure", &config->security.insecure));
   RETURN_IF_ERROR(r.Get("tls_ca", &config->security.ca_file));
   RETURN_IF_ERROR(r.Get("tls_cert", &config->security.cert_file));
@@ -211,6 +215,10 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c, const std::string& sour
     if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": [static]: ", s.message()));
   }
   if (c.work_dir.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": key work_dir: empty"));
+  if (c.disconnected_job_limit_seconds == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": key disconnected_job_limit_seconds: must be at least 1, got 0"));
+  }
   for (const auto& [k, v] : c.labels) {
     if (k.empty() || k.find('=') != std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": key labels: bad label name \"", k, "\""));
@@ -233,6 +241,9 @@ absl::StatusOr<WorkerConfig> BuildWorkerConfig(const WorkerFlags& flags) {
   if (flags.work_dir) config.work_dir = *flags.work_dir;
   if (flags.driver) config.driver = *flags.driver;
   if (flags.heartbeat_interval_ms) config.heartbeat_interval_ms = *flags.heartbeat_interval_ms;
+  if (flags.disconnected_job_limit_seconds) {
+    config.disconnected_job_limit_seconds = *flags.disconnected_job_limit_seconds;
+  }
   if (flags.insecure) config.security.insecure = true;
   if (flags.ca_file) config.security.ca_file = *flags.ca_file;
   if (flags.cert_file) config.security.cert_file = *flags.cert_file;

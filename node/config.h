@@ -29,6 +29,9 @@ struct WorkerConfig {
   std::string work_dir = "./.freeagent-worker";
   std::string driver = "local";               // local | static | qemu
   uint32_t heartbeat_interval_ms = 0;         // 0 = what the controller's Welcome says
+  // Running jobs go on while the controller is unreachable, for at most this long; then they are
+  // cancelled (their results are still delivered after the reconnect).
+  uint32_t disconnected_job_limit_seconds = 600;
   // Each attempt's log is cut at this size with a final note; later output is dropped (job_runner.h).
   uint32_t max_log_mib = 256;
   vm::StaticDriverConfig static_driver;       // the [static] table, used when driver = "static"
@@ -53,6 +56,7 @@ struct WorkerFlags {
   std::optional<std::string> work_dir;
   std::optional<std::string> driver;
   std::optional<uint32_t> heartbeat_interval_ms;
+  std::optional<uint32_t> disconnected_job_limit_seconds;
   bool insecure = false;
   std::optional<std::string> ca_file;
   std::optional<std::string> cert_file;

@@ -188,6 +188,7 @@ void ControllerConnection::OnRead(Stream* stream, const v1::ControllerMessage& m
         heartbeat_interval_ = std::chrono::milliseconds(message.welcome().heartbeat_interval_ms());
       }
       ++heartbeat_generation_;
+      liveness_timeout_ = std::chrono::milliseconds(message.welcome().liveness_timeout_ms());
       cv_.notify_all();
     }
   }
@@ -246,15 +247,22 @@ void ControllerConnection::ConnectLoop() {
     }
     stream->Begin(std::move(hello));
     bool stop;
+    std::chrono::milliseconds max_backoff = options_.max_backoff;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stream_ != stream; });
       stop = stopping_;
       if (welcomes_ != welcomes_before) backoff = options_.initial_backoff;
+      // Back within a third of the controller's liveness timeout, so a restarted controller sees us
+      // before it gives our running jobs up.
+      if (liveness_timeout_.count() > 0) {
+        max_backoff = std::min(max_backoff, std::max(options_.initial_backoff, liveness_timeout_ / 3));
+      }
     }
     delete stream;  // OnDone has run; nothing of gRPC refers to it any more
     if (stop) break;
     // Full jitter in [backoff/2, backoff], so a restarted controller is not hit by every worker at once.
+    backoff = std::min(backoff, max_backoff);
     std::uniform_int_distribution<int64_t> dist(backoff.count() / 2, backoff.count());
     std::chrono::milliseconds wait(dist(rng));
     spdlog::info("reconnecting to the controller in {} ms", wait.count());
@@ -263,7 +271,7 @@ void ControllerConnection::ConnectLoop() {
       cv_.wait_for(lock, wait, [&] { return stopping_; });
       if (stopping_) break;
     }
-    backoff = std::min(backoff * 2, options_.max_backoff);
+    backoff = std::min(backoff * 2, max_backoff);
   }
 }
 

@@ -96,6 +96,7 @@ class ControllerConnection : public MessageSink {
   size_t bulk_bytes_ = 0;
   std::chrono::milliseconds heartbeat_interval_{5000};
   uint64_t heartbeat_generation_ = 0;  // bumped by each Welcome (a new interval, a new stream)
+  std::chrono::milliseconds liveness_timeout_{0};  // the last Welcome's; caps the reconnect backoff
   std::thread connect_thread_;
   std::thread heartbeat_thread_;
 };

@@ -1,9 +1,11 @@
 #include "node/worker.h"
 
+#include <algorithm>
 #include <set>
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "vm/local_driver.h"
@@ -17,6 +19,15 @@ namespace v1 = ::freeagent::v1;
 namespace {
 // How long a drained worker waits for the controller to ack results before it exits anyway.
 constexpr std::chrono::seconds kResultAckWait{10};
+// Progress notes held per job while the controller is away; the oldest go first beyond it.
+constexpr size_t kMaxUnsentProgress = 1000;
+constexpr char kSpoolSuffix[] = ".spool";
+
+// A job id becomes part of file names: it must be one plain name.
+bool SafeJobId(const std::string& id) {
+  return !id.empty() && id.size() <= 128 && id[0] != '.' && id.find('/') == std::string::npos &&
+         id.find('\0') == std::string::npos;
+}
 }  // namespace
 
 std::string Worker::Key(const std::string& job_id, uint32_t attempt) { return absl::StrCat(job_id, "#", attempt); }
@@ -37,7 +48,10 @@ Worker::Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver, Connec
     connection_options.heartbeat_interval = std::chrono::milliseconds(config_.heartbeat_interval_ms);
   }
   channel_ = MakeWorkerChannel(config_.controller, config_.security);
-  blobs_ = std::make_unique<artifacts::GrpcBlobClient>(channel_);
+  // Artifact uploads are retried (resuming) for as long as a job may run without its controller.
+  artifacts::GrpcBlobClient::Options blob_options;
+  blob_options.retry_for = std::chrono::seconds(std::max<uint32_t>(1, config_.disconnected_job_limit_seconds));
+  blobs_ = std::make_unique<artifacts::GrpcBlobClient>(channel_, blob_options);
   connection_ = std::make_unique<ControllerConnection>(channel_, this, connection_options);
 }
 
@@ -56,6 +70,7 @@ absl::Status Worker::Start() {
     absl::Status s = driver_->DestroyOwned(name);
     if (!s.ok()) spdlog::warn("could not remove {}: {}", name, std::string(s.message()));
   }
+  FindOrphans();
   // No job runs yet, so every job dir is a leftover of a crash (and may hold a source or secrets).
   absl::Status cleared = RemoveTree(config_.work_dir + "/jobs");
   if (!cleared.ok()) return cleared;
@@ -67,10 +82,100 @@ absl::Status Worker::Start() {
     std::unique_lock<std::mutex> lock(mu_);
     while (!janitor_stop_) {
       ReapLocked(lock);
+      EnforceDisconnectLimitLocked();
+      lock.unlock();
+      {
+        std::lock_guard<std::mutex> sending(progress_send_mu_);
+        DeliverProgress();
+      }
+      lock.lock();
       cv_.wait_for(lock, std::chrono::milliseconds(500));
     }
   });
   return absl::OkStatus();
+}
+
+void Worker::FindOrphans() {
+  absl::StatusOr<std::vector<std::string>> names = ListDirectory(config_.work_dir + "/jobs");
+  if (!names.ok()) return;  // no jobs dir: nothing ran before
+  const std::string_view suffix = kSpoolSuffix;
+  for (const std::string& name : *names) {
+    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+      continue;
+    }
+    std::string stem = name.substr(0, name.size() - suffix.size());
+    size_t dash = stem.rfind('-');
+    uint32_t attempt = 0;
+    if (dash == std::string::npos || !absl::SimpleAtoi(stem.substr(dash + 1), &attempt) || attempt == 0) continue;
+    Orphan orphan{stem.substr(0, dash), attempt};
+    spdlog::info("{} attempt {} was running when this worker last stopped; telling the controller", orphan.job_id,
+                 orphan.attempt);
+    orphans_.push_back(std::move(orphan));
+  }
+}
+
+void Worker::EnforceDisconnectLimitLocked() {
+  bool running = false;
+  for (const auto& [key, job] : jobs_) running = running || (!job->result && !job->abandoned);
+  if (!running || connection_->connected()) {
+    disconnected_since_.reset();
+    disconnect_limit_hit_ = false;
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (!disconnected_since_) disconnected_since_ = now;
+  const std::chrono::seconds limit(config_.disconnected_job_limit_seconds);
+  if (disconnect_limit_hit_ || now - *disconnected_since_ < limit) return;
+  disconnect_limit_hit_ = true;
+  const std::string why =
+      absl::StrCat("the controller was unreachable for more than ", limit.count(), " s");
+  spdlog::warn("{}: cancelling running jobs", why);
+  for (auto& [key, job] : jobs_) {
+    if (!job->result && !job->abandoned) job->runner->Cancel(why);
+  }
+}
+
+void Worker::ReportProgress(Job* job, const v1::JobProgress& progress) {
+  std::lock_guard<std::mutex> sending(progress_send_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job->unsent_progress.size() >= kMaxUnsentProgress) job->unsent_progress.pop_front();
+    job->unsent_progress.push_back(progress);
+    job->last_progress = progress;
+  }
+  DeliverProgress();
+}
+
+// Needs progress_send_mu_, not mu_. Sends outside mu_: Send may block (backpressure) and may run
+// reactions inline.
+void Worker::DeliverProgress() {
+  std::vector<std::pair<std::string, std::deque<v1::JobProgress>>> batches;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [key, job] : jobs_) {
+      if (job->unsent_progress.empty()) continue;
+      batches.emplace_back(key, std::move(job->unsent_progress));
+      job->unsent_progress.clear();
+    }
+  }
+  if (batches.empty()) return;
+  for (auto& [key, batch] : batches) {
+    while (!batch.empty()) {
+      v1::WorkerMessage msg;
+      *msg.mutable_progress() = batch.front();
+      if (!connection_->Send(std::move(msg))) break;  // no live stream: kept for the next Welcome
+      batch.pop_front();
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [key, batch] : batches) {
+    if (batch.empty()) continue;
+    auto it = jobs_.find(key);
+    if (it == jobs_.end()) continue;
+    std::deque<v1::JobProgress>& queue = it->second->unsent_progress;
+    queue.insert(queue.begin(), batch.begin(), batch.end());
+    while (queue.size() > kMaxUnsentProgress) queue.pop_front();
+  }
 }
 
 size_t Worker::JobCount() {
@@ -108,6 +213,12 @@ v1::Hello Worker::MakeHello() {
     r->set_phase(job->runner->phase());
     r->set_log_bytes(job->log->size());
     r->set_finished(job->result.has_value());
+  }
+  for (const Orphan& orphan : orphans_) {
+    v1::RunningJob* r = hello.add_running();
+    r->set_job_id(orphan.job_id);
+    r->set_attempt(orphan.attempt);
+    r->set_orphaned(true);
   }
   return hello;
 }
@@ -164,6 +275,16 @@ void Worker::HandleWelcome(const v1::Welcome& welcome) {
   std::lock_guard<std::mutex> lock(mu_);
   std::set<std::string> mentioned;
   for (const v1::JobDirective& d : welcome.jobs()) {
+    auto orphan = std::find_if(orphans_.begin(), orphans_.end(), [&](const Orphan& o) {
+      return o.job_id == d.job_id() && o.attempt == d.attempt();
+    });
+    if (orphan != orphans_.end()) {
+      // Nothing of it runs any more; the controller has been told, whatever it answers.
+      spdlog::info("{} attempt {} (lost when this worker last stopped): the controller says {}", d.job_id(),
+                   d.attempt(), d.action() == v1::JobDirective::ACTION_ABANDON ? "abandon" : "continue");
+      orphans_.erase(orphan);
+      continue;
+    }
     auto it = jobs_.find(Key(d.job_id(), d.attempt()));
     if (it == jobs_.end()) continue;
     mentioned.insert(it->first);
@@ -181,6 +302,10 @@ void Worker::HandleWelcome(const v1::Welcome& welcome) {
   // whatever it already has.
   for (auto& [key, job] : jobs_) {
     if (mentioned.count(key) == 0 && !job->abandoned) job->log->Rewind(0);
+    // The janitor delivers it (sending from a reaction could block).
+    if (!job->abandoned && !job->acked && job->last_progress && job->unsent_progress.empty()) {
+      job->unsent_progress.push_back(*job->last_progress);
+    }
   }
   // Job threads holding a result deliver it again on this stream.
   ++welcome_generation_;
@@ -206,8 +331,14 @@ void Worker::HandleAssign(const v1::Assign& assign) {
       return;
     }
   }
+  if (!SafeJobId(build.job_id())) {
+    Reject(build, absl::StrCat("job id \"", build.job_id(), "\" is not a plain file name"));
+    return;
+  }
   std::string key = Key(build.job_id(), build.attempt());
+  const std::string jobs_dir = config_.work_dir + "/jobs";
   Job* job = nullptr;
+  std::string refusal;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (jobs_.count(key) != 0) {
@@ -215,36 +346,40 @@ void Worker::HandleAssign(const v1::Assign& assign) {
       return;
     }
     if (draining_ || stopped_) {
-      // Sent outside the lock below.
+      refusal = "worker is draining";
     } else if (SlotsUsedLocked() >= config_.slots) {
+      refusal = "no free slot";
     } else {
-      auto j = std::make_unique<Job>();
-      j->job = build;
-      j->log = std::make_unique<LogStream>(build.job_id(), build.attempt(), connection_.get(), log_options_);
-      JobRunnerOptions ro;
-      ro.jobs_dir = config_.work_dir + "/jobs";
-      ro.worker_name = config_.name;
-      ro.max_log_bytes = uint64_t{config_.max_log_mib} << 20;
-      LogStream* log = j->log.get();
-      JobCallbacks cb;
-      cb.log = [log](std::string_view b) { log->Append(b); };
-      cb.progress = [this](const v1::JobProgress& p) {
-        v1::WorkerMessage msg;
-        *msg.mutable_progress() = p;
-        connection_->Send(std::move(msg));
-      };
-      j->runner = std::make_unique<JobRunner>(build, ro, driver_.get(), blobs_.get(), std::move(cb));
-      job = j.get();
-      jobs_[key] = std::move(j);
+      // The spool sits next to the job's private dir, so a crash leaves both for the next Start.
+      absl::Status dir = MakeDirs(jobs_dir, 0700);
+      absl::StatusOr<std::unique_ptr<LogStream>> log =
+          dir.ok() ? LogStream::Open(build.job_id(), build.attempt(), connection_.get(),
+                                     absl::StrCat(jobs_dir, "/", build.job_id(), "-", build.attempt(), kSpoolSuffix),
+                                     log_options_)
+                   : absl::StatusOr<std::unique_ptr<LogStream>>(dir);
+      if (!log.ok()) {
+        refusal = std::string(log.status().message());
+      } else {
+        auto j = std::make_unique<Job>();
+        j->job = build;
+        j->log = *std::move(log);
+        JobRunnerOptions ro;
+        ro.jobs_dir = jobs_dir;
+        ro.worker_name = config_.name;
+        ro.max_log_bytes = uint64_t{config_.max_log_mib} << 20;
+        LogStream* stream = j->log.get();
+        Job* raw = j.get();
+        JobCallbacks cb;
+        cb.log = [stream](std::string_view b) { stream->Append(b); };
+        cb.progress = [this, raw](const v1::JobProgress& p) { ReportProgress(raw, p); };
+        j->runner = std::make_unique<JobRunner>(build, ro, driver_.get(), blobs_.get(), std::move(cb));
+        job = raw;
+        jobs_[key] = std::move(j);
+      }
     }
   }
   if (job == nullptr) {
-    bool draining;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      draining = draining_ || stopped_;
-    }
-    Reject(build, draining ? "worker is draining" : "no free slot");
+    Reject(build, refusal);
     return;
   }
   spdlog::info("accepted {} attempt {}", build.job_id(), build.attempt());
@@ -276,9 +411,18 @@ void Worker::RunJob(Job* job) {
     uint64_t generation = welcome_generation_;
     if (generation != delivered_for && connection_->connected()) {
       lock.unlock();
-      // The result goes out only once the controller holds every log byte durably, so it can never
-      // overtake log chunks that are being re-sent after a reconnect.
-      bool flushed = job->log->Flush(std::chrono::seconds(10)) && job->log->WaitAcked(std::chrono::seconds(10));
+      // The result goes out only after the progress notes held while the controller was away, and once
+      // the controller holds every log byte durably, so it can never overtake log chunks that are being
+      // re-sent after a reconnect.
+      bool notes_out;
+      {
+        std::lock_guard<std::mutex> sending(progress_send_mu_);
+        DeliverProgress();
+        std::lock_guard<std::mutex> relock(mu_);
+        notes_out = job->unsent_progress.empty();
+      }
+      bool flushed = notes_out && job->log->Flush(std::chrono::seconds(10)) &&
+                     job->log->WaitAcked(std::chrono::seconds(10));
       v1::WorkerMessage msg;
       *msg.mutable_result() = result;
       bool sent = flushed && connection_->Send(std::move(msg));

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -68,6 +69,16 @@ class Worker : public ConnectionHandler {
     bool abandoned = false;                           // the controller no longer wants it
     bool acked = false;                               // ResultAck received
     bool done = false;                                // the thread finished (result delivered or given up)
+    // Progress not yet queued on a live stream, oldest first; delivered after the next Welcome.
+    std::deque<freeagent::v1::JobProgress> unsent_progress;
+    // The latest report, restated after every Welcome (one sent on a stream that broke is lost).
+    std::optional<freeagent::v1::JobProgress> last_progress;
+  };
+  // An attempt of an earlier run of this worker (its log spool was found at start-up): stated in every
+  // Hello until the controller answers for it.
+  struct Orphan {
+    std::string job_id;
+    uint32_t attempt = 0;
   };
   static std::string Key(const std::string& job_id, uint32_t attempt);
 
@@ -76,6 +87,14 @@ class Worker : public ConnectionHandler {
   void RunJob(Job* job);
   void Reject(const freeagent::v1::BuildJob& job, const std::string& reason);
   void ReapLocked(std::unique_lock<std::mutex>& lock);
+  // Queues `progress` of `job` and sends what is queued while a stream is live, in order.
+  void ReportProgress(Job* job, const freeagent::v1::JobProgress& progress);
+  // Sends the queued progress of every job while a stream is live; needs progress_send_mu_, not mu_.
+  void DeliverProgress();
+  // Cancels running jobs once the controller has been unreachable for longer than the configured limit.
+  void EnforceDisconnectLimitLocked();
+  // Spool files of a crashed run in the jobs dir, as orphans (before the dir is removed).
+  void FindOrphans();
   uint32_t SlotsUsedLocked() const;
 
   WorkerConfig config_;
@@ -96,6 +115,13 @@ class Worker : public ConnectionHandler {
   std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
   bool janitor_stop_ = false;
   std::thread janitor_;
+  std::vector<Orphan> orphans_;
+  // When the stream was last seen down while jobs ran (unset while connected).
+  std::optional<std::chrono::steady_clock::time_point> disconnected_since_;
+  bool disconnect_limit_hit_ = false;
+  // Serialises progress delivery (job threads and the janitor) so notes keep their order. Never taken
+  // by a gRPC reaction, and held without mu_ while sending (a send may run reactions inline).
+  std::mutex progress_send_mu_;
 };
 
 }  // namespace freeagent::node

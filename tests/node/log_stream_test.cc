@@ -1,9 +1,15 @@
 // The per-attempt log stream: chunking, offsets, acks, rewind after reconnect, bounded memory.
 #include "node/log_stream.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <fstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "common/fs.h"
 #include "gtest/gtest.h"
 
 namespace freeagent::node {
@@ -40,6 +46,32 @@ class RecordingSink : public MessageSink {
   std::vector<v1::LogChunk> chunks;
 };
 
+// A private dir for spool files, removed with the test.
+class SpoolDir {
+ public:
+  SpoolDir() { path_ = *MakePrivateTempDir("/tmp", "fa-spool-"); }
+  ~SpoolDir() { RemoveTree(path_).IgnoreError(); }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+  std::unique_ptr<LogStream> Open(MessageSink* sink, uint32_t attempt = 1, LogStreamOptions options = {}) {
+    auto log = LogStream::Open("b-1", attempt, sink, File(absl::StrCat("b-1-", attempt, ".spool")), options);
+    EXPECT_TRUE(log.ok()) << log.status();
+    return *std::move(log);
+  }
+
+ private:
+  std::string path_;
+};
+
+// Resident set size of this process, from /proc/self/status.
+uint64_t RssBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
 std::string Pattern(size_t n) {
   std::string s(n, '\0');
   for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + i / 7) & 0xff);
@@ -48,7 +80,9 @@ std::string Pattern(size_t n) {
 
 TEST(LogStream, ChunksAtMost64KiBWithIncreasingOffsets) {
   RecordingSink sink;
-  LogStream log("b-1", 1, &sink);
+  SpoolDir dir;
+  auto stream = dir.Open(&sink, 1);
+  LogStream& log = *stream;
   std::string data = Pattern(300 * 1024 + 17);
   log.Append(data);
   ASSERT_TRUE(log.Flush(milliseconds(2000)));
@@ -68,7 +102,9 @@ TEST(LogStream, ChunksAtMost64KiBWithIncreasingOffsets) {
 
 TEST(LogStream, SmallWritesAreFlushedWithinTheInterval) {
   RecordingSink sink;
-  LogStream log("b-1", 1, &sink);
+  SpoolDir dir;
+  auto stream = dir.Open(&sink, 1);
+  LogStream& log = *stream;
   log.Append("hello\n");
   auto start = std::chrono::steady_clock::now();
   while (sink.Chunks().empty() && std::chrono::steady_clock::now() - start < milliseconds(2000)) {
@@ -81,7 +117,9 @@ TEST(LogStream, SmallWritesAreFlushedWithinTheInterval) {
 
 TEST(LogStream, RewindResendsFromTheCommittedOffset) {
   RecordingSink sink;
-  LogStream log("b-1", 2, &sink);
+  SpoolDir dir;
+  auto stream = dir.Open(&sink, 2);
+  LogStream& log = *stream;
   std::string first = Pattern(100000);
   log.Append(first);
   ASSERT_TRUE(log.Flush(milliseconds(2000)));
@@ -116,7 +154,9 @@ TEST(LogStream, WriterBlocksWhileTooMuchIsUnacked) {
   RecordingSink sink;
   LogStreamOptions options;
   options.max_unacked_bytes = 100000;
-  LogStream log("b-1", 1, &sink, options);
+  SpoolDir dir;
+  auto stream = dir.Open(&sink, 1, options);
+  LogStream& log = *stream;
   std::atomic<bool> done{false};
   std::thread writer([&] {
     log.Append(Pattern(250000));
@@ -139,12 +179,86 @@ TEST(LogStream, CloseReleasesABlockedWriter) {
   RecordingSink sink;
   LogStreamOptions options;
   options.max_unacked_bytes = 1000;
-  LogStream log("b-1", 1, &sink, options);
+  SpoolDir dir;
+  auto stream = dir.Open(&sink, 1, options);
+  LogStream& log = *stream;
   std::thread writer([&] { log.Append(Pattern(5000)); });
   std::this_thread::sleep_for(milliseconds(100));
   log.Close();
   writer.join();
   SUCCEED();
+}
+
+TEST(LogStream, SpoolKeepsUnackedBytesOnDiskNotInMemoryWhileDisconnected) {
+  RecordingSink sink;
+  {
+    std::lock_guard<std::mutex> lock(sink.mu);
+    sink.live = false;  // the controller is away from the start
+  }
+  SpoolDir dir;
+  LogStreamOptions options;
+  options.punch_bytes = 1 << 20;
+  auto stream = dir.Open(&sink, 1, options);
+  LogStream& log = *stream;
+  constexpr size_t kPiece = 1 << 20;
+  constexpr int kPieces = 64;
+  const std::string piece = Pattern(kPiece);
+  const uint64_t rss_before = RssBytes();
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kPieces; ++i) log.Append(piece);
+  // Nothing was acked, yet the writer was never held up and memory did not grow with the log.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(log.size(), kPiece * kPieces);
+  EXPECT_EQ(log.committed(), 0u);
+  EXPECT_LT(RssBytes(), rss_before + 16 * kPiece) << "unacked log bytes are held in memory";
+  struct stat st {};
+  ASSERT_EQ(::stat(log.spool_path().c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), kPiece * kPieces);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  // The controller is back and has nothing: everything is sent once, in order, from the spool.
+  {
+    std::lock_guard<std::mutex> lock(sink.mu);
+    sink.live = true;
+  }
+  log.Rewind(0);
+  ASSERT_TRUE(log.Flush(std::chrono::seconds(20)));
+  std::string stored = sink.Stored();
+  ASSERT_EQ(stored.size(), kPiece * kPieces);
+  for (int i = 0; i < kPieces; ++i) ASSERT_EQ(stored.compare(i * kPiece, kPiece, piece), 0) << "piece " << i;
+  uint64_t sent = 0;
+  for (const auto& c : sink.Chunks()) sent += c.data().size();
+  EXPECT_EQ(sent, stored.size()) << "bytes were sent more than once";
+
+  // Acked bytes leave the disk (hole punching), the file keeps its size.
+  log.Ack(log.size());
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  do {
+    ASSERT_EQ(::stat(log.spool_path().c_str(), &st), 0);
+    if (static_cast<uint64_t>(st.st_blocks) * 512 < 2 * kPiece) break;
+    std::this_thread::sleep_for(milliseconds(20));
+  } while (std::chrono::steady_clock::now() < until);
+  EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, 2 * kPiece) << "acked spool bytes still on disk";
+}
+
+TEST(LogStream, SpoolFileIsRemovedWithTheStream) {
+  RecordingSink sink;
+  SpoolDir dir;
+  std::string path;
+  {
+    auto stream = dir.Open(&sink);
+    stream->Append("bytes\n");
+    path = stream->spool_path();
+    EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+  }
+  EXPECT_NE(::access(path.c_str(), F_OK), 0);
+}
+
+TEST(LogStream, OpenNamesTheSpoolThatCannotBeCreated) {
+  RecordingSink sink;
+  auto log = LogStream::Open("b-1", 1, &sink, "/nonexistent-dir/b-1-1.spool");
+  ASSERT_FALSE(log.ok());
+  EXPECT_NE(log.status().message().find("/nonexistent-dir/b-1-1.spool"), std::string::npos) << log.status();
 }
 
 }  // namespace
