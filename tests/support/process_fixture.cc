@@ -259,7 +259,8 @@ absl::StatusOr<ChildProcess*> Cluster::StartWorker(WorkerOptions options) {
     ASSIGN_OR_RETURN(options.work_dir, MakeDir(absl::StrCat("work-", options.name)));
   }
   std::string log = absl::StrCat(root_, "/worker-", options.name, ".log");
-  std::vector<std::string> argv = {WorkerBinary(), "--controller", address_, "--name", options.name,
+  const std::string& controller = options.controller.empty() ? address_ : options.controller;
+  std::vector<std::string> argv = {WorkerBinary(), "--controller", controller, "--name", options.name,
                                    "--work-dir", options.work_dir, "--driver", options.driver};
   for (const std::string& label : options.labels) argv.insert(argv.end(), {"--label", label});
   if (options.slots > 0) argv.insert(argv.end(), {"--slots", std::to_string(options.slots)});

@@ -77,6 +77,7 @@ struct WorkerOptions {
   std::string work_dir;             // empty = a fresh dir under the cluster root
   int heartbeat_interval_ms = 0;
   std::string driver = "local";     // "static" needs a [static] table in a --config file
+  std::string controller;           // address to dial; empty = the cluster's controller (address())
   bool plaintext = true;  // --insecure: loopback tests run without TLS unless they configure it
   std::vector<std::string> extra_args;
 };
