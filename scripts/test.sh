@@ -18,6 +18,15 @@ JOBS="$(nproc)"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$BUILD_DIR" -j"$JOBS"
 
+# The QEMU tests boot the Debian 12 image: build it first (once per machine, then cached by its recipe's
+# hash under /var/cache/freeagent/images) so no test spends its time limit on it.
+if [ -z "${FREEAGENT_TEST_IMAGE:-}" ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  FREEAGENT_TEST_IMAGE="$($SUDO "$ROOT/deploy/images/debian-12/build.sh")"
+  export FREEAGENT_TEST_IMAGE
+fi
+
 cd "$BUILD_DIR"
 set +e
 ctest --output-on-failure -L 'unit|integration|e2e'

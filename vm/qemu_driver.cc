@@ -237,10 +237,24 @@ class QemuVm : public Vm {
       if (!running_) return absl::OkStatus();
       stopping_ = true;
     }
-    // The SSH session goes first: its commands are over, and a powered-down guest cannot answer it.
+    auto started = std::chrono::steady_clock::now();
+    // A clean power-off is asked for over SSH first: a minimal image has no logind (nor D-Bus) to act
+    // on the ACPI power button. The job's commands are over; the session goes once the request is sent.
+    bool asked = false;
+    if (grace.count() > 0 && guest_ != nullptr) {
+      ExecRequest r;
+      r.command = "sudo -n systemctl poweroff --no-block";
+      r.deadline = Deadline::After(std::min<milliseconds>(grace, milliseconds(5000)));
+      r.kill_grace = milliseconds(500);
+      absl::StatusOr<ExecResult> res = guest_->Exec(r);
+      asked = res.ok() && res->Succeeded();
+    }
     guest_.reset();
+    auto left = [&] { return grace - std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started); };
+    if (asked && WaitExit(std::max(left(), milliseconds(0)))) return absl::OkStatus();
     std::string qmp = dir_ + "/qmp.sock";
-    if (grace.count() > 0 && QmpCommand(qmp, "system_powerdown", milliseconds(2000)).ok() && WaitExit(grace)) {
+    if (!asked && grace.count() > 0 && QmpCommand(qmp, "system_powerdown", milliseconds(2000)).ok() &&
+        WaitExit(std::max(left(), milliseconds(0)))) {
       return absl::OkStatus();
     }
     if (QmpCommand(qmp, "quit", milliseconds(2000)).ok() && WaitExit(milliseconds(3000))) {

@@ -4,9 +4,9 @@
 // work dir (`<work_dir>/<vm name>/`: overlay, console log, QMP socket, pid file). Start =
 // qemu-system-x86_64 as a watched child process (direct kernel boot from the image manifest, virtio
 // disk and net, user-mode networking with a host-forward from a free 127.0.0.1 port to the guest's
-// SSH port). Ready = the SSH guest connects with the image's pinned host key. Stop = QMP
-// system_powerdown, grace, QMP quit, then the process group is killed. Destroy = the VM's directory is
-// removed. A VM whose QEMU exits on its own is reported by Exited() with its status and console tail.
+// SSH port). Ready = the SSH guest connects with the image's pinned host key. Stop = a power-off asked
+// for over SSH (else QMP system_powerdown), the grace period, QMP quit, then the process group is
+// killed. Destroy = the VM's directory is removed. A VM whose QEMU exits on its own is reported by Exited() with its status and console tail.
 #pragma once
 
 #include <chrono>

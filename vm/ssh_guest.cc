@@ -416,10 +416,25 @@ absl::Status Authenticate(SshGuest::Session& ss, const SshConfig& c, const std::
 
 // One attempt: TCP, handshake, host key, auth. Retryable failures are UNAVAILABLE.
 absl::StatusOr<std::unique_ptr<SshGuest::Session>> ConnectOnce(const SshConfig& c, const std::string& key_text,
-                                                               milliseconds timeout, std::string* seen) {
+                                                               milliseconds timeout, const CancellationToken& cancel,
+                                                               std::string* seen) {
   auto ss = std::make_unique<SshGuest::Session>();
   ss->where = absl::StrCat(c.user, "@", c.host, ":", c.port);
+  Deadline deadline = Deadline::After(timeout);
   ASSIGN_OR_RETURN(ss->sock, TcpConnect(c.host, c.port, timeout));
+  // The server speaks first. A port forwarder (QEMU user networking, a proxy) accepts the connection
+  // long before the guest's sshd answers, so the wait for its banner is where a boot is spent: it
+  // watches `cancel` (a cancelled job, a VM that died) instead of blocking in the handshake.
+  while (true) {
+    pollfd p{ss->sock, POLLIN, 0};
+    int r = ::poll(&p, 1, 100);
+    if (r > 0) break;  // data, EOF or an error: the handshake below finds out which
+    if (r < 0 && errno != EINTR) return ErrnoStatus(errno, "poll", ss->where);
+    if (cancel.IsCancelled()) return absl::CancelledError(absl::StrCat("ssh connect to ", ss->where, " cancelled"));
+    if (deadline.Expired()) {
+      return absl::UnavailableError(absl::StrCat("ssh: ", ss->where, " accepted the connection but sent no banner"));
+    }
+  }
   ConfigureKeepalive(ss->sock, c.keepalive_interval);
   ss->s = libssh2_session_init();
   if (ss->s == nullptr) return absl::InternalError("libssh2_session_init failed");
@@ -475,7 +490,7 @@ absl::StatusOr<std::unique_ptr<SshGuest>> SshGuest::Connect(const SshConfig& con
         milliseconds(15000), std::max<milliseconds>(milliseconds(500),
                                                     std::chrono::duration_cast<milliseconds>(deadline.Remaining())));
     std::string seen;
-    auto session = ConnectOnce(config, key_text, per_try, &seen);
+    auto session = ConnectOnce(config, key_text, per_try, cancel, &seen);
     double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     if (session.ok()) {
       if (config.on_progress) {
