@@ -47,6 +47,24 @@ TEST(WorkerConfig, LogLimitDefaultsTo256MiBAndIsBounded) {
   EXPECT_TRUE(absl::StrContains(s.message(), "w.toml: key max_log_mib: must be 1..1048576")) << s;
 }
 
+TEST(WorkerConfig, DisconnectedJobLimitDefaultsTo10MinutesFromFileOrFlag) {
+  WorkerConfig c;
+  EXPECT_EQ(c.disconnected_job_limit_seconds, 600u);
+  ASSERT_TRUE(ApplyWorkerToml("disconnected_job_limit_seconds = 120\n", "w.toml", &c).ok());
+  EXPECT_EQ(c.disconnected_job_limit_seconds, 120u);
+  WorkerConfig d;
+  absl::Status s = ApplyWorkerToml("disconnected_job_limit_seconds = 0\n", "w.toml", &d);
+  EXPECT_TRUE(absl::StrContains(s.message(), "w.toml: key disconnected_job_limit_seconds: must be at least 1"))
+      << s;
+  CLI::App app;
+  WorkerFlags flags;
+  AddWorkerFlags(app, &flags);
+  const char* argv[] = {"freeagent-worker", "--disconnected-job-limit-seconds", "30"};
+  app.parse(3, argv);
+  ASSERT_TRUE(flags.disconnected_job_limit_seconds.has_value());
+  EXPECT_EQ(*flags.disconnected_job_limit_seconds, 30u);
+}
+
 TEST(WorkerConfig, MalformedTomlNamesFileAndLine) {
   WorkerConfig c;
   absl::Status s = ApplyWorkerToml("controller = \"a:1\"\nslots = = 3\n", "bad.toml", &c);
