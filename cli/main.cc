@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
   submit_cmd->add_option("--artifact", submit.overrides.artifacts, "artifact glob; replaces freeagent.toml")
       ->allow_extra_args(false);
   submit_cmd->add_option("--timeout", submit.overrides.timeout_seconds, "whole-build timeout in seconds");
+  submit_cmd->add_option("--cancel-grace", submit.overrides.cancel_grace_seconds,
+                         "seconds between SIGTERM and SIGKILL when cancelled or timed out (default 10)");
+  submit_cmd->add_option("--idle-timeout", submit.overrides.idle_timeout_seconds,
+                         "a step with no output for this many seconds ends TIMED_OUT (default: none)");
   submit_cmd->add_option("--name", submit.overrides.name, "display name");
   submit_cmd->add_flag("--follow,-f", submit.follow, "stream the log; exit 0 iff the build succeeds");
   submit_cmd->add_option("--download", submit.download_dir, "download artifacts into DIR at the end");

@@ -35,13 +35,14 @@ absl::StatusOr<const toml::array*> TableArray(const toml::table& table, const st
 absl::Status ParseStep(const toml::table& table, const std::string& source, Step* step) {
   ConfigReader reader(table, source);
   RETURN_IF_ERROR(
-      reader.RejectUnknown("", {"name", "run", "timeout_seconds", "env", "working_dir"}));
+      reader.RejectUnknown("", {"name", "run", "timeout_seconds", "idle_timeout_seconds", "env", "working_dir"}));
   std::string name, run, working_dir;
-  uint32_t timeout = 0;
+  uint32_t timeout = 0, idle = 0;
   std::map<std::string, std::string> env;
   RETURN_IF_ERROR(reader.Get("name", &name));
   RETURN_IF_ERROR(reader.Get("run", &run));
   RETURN_IF_ERROR(reader.Get("timeout_seconds", &timeout));
+  RETURN_IF_ERROR(reader.Get("idle_timeout_seconds", &idle));
   RETURN_IF_ERROR(reader.Get("working_dir", &working_dir));
   RETURN_IF_ERROR(reader.Get("env", &env));
   if (name.empty()) return reader.Error("name", "is required");
@@ -49,6 +50,7 @@ absl::Status ParseStep(const toml::table& table, const std::string& source, Step
   step->set_name(name);
   step->set_run(run);
   step->set_timeout_seconds(timeout);
+  step->set_idle_timeout_seconds(idle);
   step->set_working_dir(working_dir);
   for (const auto& [k, v] : env) (*step->mutable_env())[k] = v;
   return absl::OkStatus();
@@ -78,19 +80,20 @@ absl::StatusOr<JobSpec> ParseProjectToml(const std::string& text, const std::str
   ASSIGN_OR_RETURN(toml::table table, ParseToml(text, source_name));
   ConfigReader reader(table, source_name);
   RETURN_IF_ERROR(reader.RejectUnknown(
-      "", {"name", "timeout_seconds", "cancel_grace_seconds", "priority", "preset", "labels", "vm",
-           "step", "artifact"}));
+      "", {"name", "timeout_seconds", "cancel_grace_seconds", "idle_timeout_seconds", "priority", "preset",
+           "labels", "vm", "step", "artifact"}));
   RETURN_IF_ERROR(reader.RejectUnknown("vm", {"image", "cpus", "memory_mb", "disk_gb"}));
 
   JobSpec spec;
   std::string name, preset, image;
-  uint32_t timeout = 0, grace = 0, cpus = 0, memory_mb = 0, disk_gb = 0;
+  uint32_t timeout = 0, grace = 0, idle = 0, cpus = 0, memory_mb = 0, disk_gb = 0;
   int64_t priority = 0;
   std::map<std::string, std::string> labels;
   RETURN_IF_ERROR(reader.Get("name", &name));
   RETURN_IF_ERROR(reader.Get("preset", &preset));
   RETURN_IF_ERROR(reader.Get("timeout_seconds", &timeout));
   RETURN_IF_ERROR(reader.Get("cancel_grace_seconds", &grace));
+  RETURN_IF_ERROR(reader.Get("idle_timeout_seconds", &idle));
   RETURN_IF_ERROR(reader.Get("priority", &priority));
   RETURN_IF_ERROR(reader.Get("labels", &labels));
   RETURN_IF_ERROR(reader.Get("vm.image", &image));
@@ -101,6 +104,7 @@ absl::StatusOr<JobSpec> ParseProjectToml(const std::string& text, const std::str
   spec.set_preset(preset);
   spec.set_timeout_seconds(timeout);
   spec.set_cancel_grace_seconds(grace);
+  spec.set_idle_timeout_seconds(idle);
   spec.set_priority(static_cast<int32_t>(priority));
   for (const auto& [k, v] : labels) (*spec.mutable_required_labels())[k] = v;
   spec.mutable_vm()->set_image(image);
@@ -183,6 +187,8 @@ absl::Status ApplyOverrides(const SubmitOverrides& overrides, JobSpec* spec) {
     }
   }
   if (overrides.timeout_seconds > 0) spec->set_timeout_seconds(overrides.timeout_seconds);
+  if (overrides.cancel_grace_seconds > 0) spec->set_cancel_grace_seconds(overrides.cancel_grace_seconds);
+  if (overrides.idle_timeout_seconds > 0) spec->set_idle_timeout_seconds(overrides.idle_timeout_seconds);
   if (spec->steps_size() == 0 && spec->preset().empty()) {
     return absl::InvalidArgumentError(
         "no steps: add [[step]] entries to freeagent.toml or pass --step NAME=COMMAND");

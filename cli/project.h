@@ -4,7 +4,8 @@
 // freeagent.toml:
 //   name = "hello"                  # display name (default: the directory's name)
 //   timeout_seconds = 600           # whole attempt; 0 = controller default
-//   cancel_grace_seconds = 10
+//   cancel_grace_seconds = 10       # cancel or timeout: SIGTERM, this long, then SIGKILL
+//   idle_timeout_seconds = 0        # a step silent this long ends TIMED_OUT; 0 = none
 //   priority = 0
 //   [labels]                        # required worker labels
 //   os = "linux"
@@ -13,6 +14,7 @@
 //   name = "build"
 //   run = "make"                    # /bin/sh -c in the workspace
 //   timeout_seconds = 120
+//   idle_timeout_seconds = 300      # overrides the file's for this step
 //   working_dir = "."
 //   env = { CFLAGS = "-O2" }
 //   [[artifact]]
@@ -47,6 +49,8 @@ struct SubmitOverrides {
   std::vector<std::string> labels;     // KEY=VALUE
   std::vector<std::string> artifacts;  // GLOB
   uint32_t timeout_seconds = 0;        // 0 = keep the file's
+  uint32_t cancel_grace_seconds = 0;   // 0 = keep the file's
+  uint32_t idle_timeout_seconds = 0;   // 0 = keep the file's
 };
 
 // Applies the overrides: --step replaces all steps of the file, --artifact replaces all artifact

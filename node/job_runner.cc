@@ -434,6 +434,9 @@ JobRunner::Outcome JobRunner::RunSteps(vm::Vm& vm) {
       step_deadline = step_deadline.Min(Deadline::After(std::chrono::seconds(step.timeout_seconds())));
     }
     req.deadline = step_deadline;
+    const uint32_t idle_seconds =
+        step.idle_timeout_seconds() > 0 ? step.idle_timeout_seconds() : spec.idle_timeout_seconds();
+    req.idle_timeout = std::chrono::seconds(idle_seconds);
     req.cancel = cancel_;
     std::chrono::milliseconds grace = spec.cancel_grace_seconds() > 0
                                           ? std::chrono::seconds(spec.cancel_grace_seconds())
@@ -472,7 +475,8 @@ JobRunner::Outcome JobRunner::RunSteps(vm::Vm& vm) {
                      absl::StrCat("step ", name, " timed out after ", step.timeout_seconds(), " s")};
     }
     if (r->idle_timed_out) {
-      return Outcome{v1::JOB_STATE_TIMED_OUT, 0, name, absl::StrCat("step ", name, " produced no output for too long")};
+      return Outcome{v1::JOB_STATE_TIMED_OUT, 0, name,
+                     absl::StrCat("step ", name, " produced no output for ", idle_seconds, " s")};
     }
     if (r->signal != 0) {
       return Outcome{v1::JOB_STATE_FAILED, 128 + r->signal, name,

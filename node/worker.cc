@@ -253,8 +253,9 @@ void Worker::OnMessage(const v1::ControllerMessage& message) {
     }
     case v1::ControllerMessage::kDrain:
       spdlog::info("controller asks to drain: {}", message.drain().reason());
-      // The controller stops giving us builds; the process stays up (and connected) for an operator.
-      StopAccepting(std::chrono::seconds(message.drain().timeout_seconds()));
+      // Like SIGTERM (`freeagent drain WORKER`): no new builds, running ones finish (or are cancelled
+      // after the timeout), results are delivered, then Wait() returns and the process exits 0.
+      Drain(std::chrono::seconds(message.drain().timeout_seconds()));
       break;
     case v1::ControllerMessage::kResultAck: {
       const v1::ResultAck& a = message.result_ack();

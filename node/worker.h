@@ -38,11 +38,11 @@ class Worker : public ConnectionHandler {
   void Wait();
 
   // No new jobs (assignments are rejected "worker is draining"); running ones go on. `timeout` > 0:
-  // running jobs are cancelled after it (enforced while Wait() runs). What a controller DrainWorker does.
+  // running jobs are cancelled after it (enforced while Wait() runs).
   void StopAccepting(std::chrono::seconds timeout = std::chrono::seconds(0));
 
   // StopAccepting(), and Wait() returns once running jobs ended and their results were delivered
-  // (SIGTERM/SIGINT).
+  // (SIGTERM/SIGINT, and a controller's DrainWorker).
   void Drain(std::chrono::seconds timeout = std::chrono::seconds(0));
 
   // Cancels every running job (each still cleans up) and makes Wait() return. Does not block.

@@ -3,6 +3,7 @@
 
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -296,8 +297,15 @@ TEST_F(WorkerTest, DrainFinishesRunningJobsThenReturns) {
   EXPECT_TRUE(rejected);
 }
 
-TEST_F(WorkerTest, ControllerDrainRejectsNewJobsButKeepsTheWorkerUp) {
+TEST_F(WorkerTest, ControllerDrainRejectsNewJobsLetsTheRunningOneFinishThenEndsWait) {
   StartWorker();
+  ASSERT_TRUE(controller_->Assign(Job("b-555555555555", "sleep 1; echo finished")));
+  ASSERT_TRUE(WaitUntil([&] { return worker_->JobCount() == 1; }, seconds(10)));
+  std::atomic<bool> waited{false};
+  std::thread waiter([&] {
+    worker_->Wait();
+    waited = true;
+  });
   v1::ControllerMessage drain;
   drain.mutable_drain()->set_reason("maintenance");
   ASSERT_TRUE(controller_->Send(drain));
@@ -311,14 +319,11 @@ TEST_F(WorkerTest, ControllerDrainRejectsNewJobsButKeepsTheWorkerUp) {
         return false;
       },
       seconds(5)));
-  // Still connected: heartbeats keep coming.
-  int before = 0;
-  {
-    std::lock_guard<std::mutex> lock(controller_->mu());
-    before = controller_->heartbeats;
-  }
-  EXPECT_TRUE(controller_->WaitFor([&] { return controller_->heartbeats > before + 1; }, seconds(3)));
-  EXPECT_TRUE(worker_->connected());
+  EXPECT_FALSE(waited.load()) << "Wait() returned while a build was still running";
+  waiter.join();
+  std::lock_guard<std::mutex> lock(controller_->mu());
+  ASSERT_NE(ResultFor("b-555555555555"), nullptr);
+  EXPECT_EQ(ResultFor("b-555555555555")->outcome(), v1::JOB_STATE_SUCCEEDED);
 }
 
 }  // namespace
