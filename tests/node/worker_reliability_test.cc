@@ -10,6 +10,7 @@
 #include "node/worker.h"
 #include "tests/node/fake_controller.h"
 #include "tests/support/tcp_proxy.h"
+#include "vm/local_driver.h"
 
 namespace freeagent::node {
 namespace {
@@ -18,6 +19,44 @@ namespace v1 = ::freeagent::v1;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::FakeController;
+
+// A machine whose start takes `start_time` (like a VM booting or an image being pulled), otherwise
+// the local driver's.
+class SlowStartVm : public vm::Vm {
+ public:
+  SlowStartVm(std::unique_ptr<vm::Vm> inner, std::chrono::milliseconds start_time)
+      : inner_(std::move(inner)), start_time_(start_time) {}
+  const std::string& name() const override { return inner_->name(); }
+  absl::Status Start(const Deadline& deadline, const CancellationToken& cancel) override {
+    cancel.WaitFor(start_time_);
+    return inner_->Start(deadline, cancel);
+  }
+  absl::Status WaitReady(const Deadline& deadline, const CancellationToken& cancel) override {
+    return inner_->WaitReady(deadline, cancel);
+  }
+  vm::Guest* guest() override { return inner_->guest(); }
+  std::string workspace() const override { return inner_->workspace(); }
+  absl::Status Stop(std::chrono::milliseconds grace) override { return inner_->Stop(grace); }
+  absl::Status Destroy() override { return inner_->Destroy(); }
+
+ private:
+  std::unique_ptr<vm::Vm> inner_;
+  std::chrono::milliseconds start_time_;
+};
+
+class SlowStartDriver : public vm::LocalDriver {
+ public:
+  SlowStartDriver(std::string root, std::chrono::milliseconds start_time)
+      : vm::LocalDriver(std::move(root)), start_time_(start_time) {}
+  absl::StatusOr<std::unique_ptr<vm::Vm>> Create(const vm::VmSpec& spec) override {
+    absl::StatusOr<std::unique_ptr<vm::Vm>> inner = vm::LocalDriver::Create(spec);
+    if (!inner.ok()) return inner.status();
+    return std::unique_ptr<vm::Vm>(new SlowStartVm(*std::move(inner), start_time_));
+  }
+
+ private:
+  std::chrono::milliseconds start_time_;
+};
 
 class WorkerReliabilityTest : public ::testing::Test {
  protected:
@@ -39,7 +78,7 @@ class WorkerReliabilityTest : public ::testing::Test {
     RemoveTree(root_).IgnoreError();
   }
 
-  void StartWorker(uint32_t disconnected_limit_seconds = 600) {
+  void StartWorker(uint32_t disconnected_limit_seconds = 600, std::unique_ptr<vm::VmDriver> driver = nullptr) {
     WorkerConfig config;
     config.controller = proxy_->address();
     config.name = "test-worker";
@@ -50,7 +89,7 @@ class WorkerReliabilityTest : public ::testing::Test {
     ConnectionOptions copts;
     copts.initial_backoff = milliseconds(100);
     copts.max_backoff = milliseconds(400);
-    worker_ = std::make_unique<Worker>(config, nullptr, copts);
+    worker_ = std::make_unique<Worker>(config, std::move(driver), copts);
     ASSERT_TRUE(worker_->Start().ok());
     ASSERT_TRUE(controller_->WaitFor([&] { return !controller_->hellos.empty(); }, seconds(10)));
   }
@@ -174,6 +213,37 @@ TEST_F(WorkerReliabilityTest, JobWithinTheLimitIsNotCancelled) {
   std::lock_guard<std::mutex> lock(controller_->mu());
   EXPECT_EQ(ResultFor(id)->outcome(), v1::JOB_STATE_SUCCEEDED) << ResultFor(id)->error();
   EXPECT_EQ(controller_->logs[id + "#1"], "started\nfinished\n");
+}
+
+// Heartbeats have their own thread: a job stuck for 3 s in a machine start (15 heartbeat intervals of
+// the fake controller's Welcome) does not delay them.
+TEST_F(WorkerReliabilityTest, HeartbeatsGoOnWhileAJobWaitsForASlowMachineStart) {
+  StartWorker(600, std::make_unique<SlowStartDriver>(root_ + "/vms", seconds(3)));
+  const std::string id = "b-eeeeeeeeeeee";
+  ASSERT_TRUE(controller_->Assign(Job(id, "echo booted")));
+  ASSERT_TRUE(controller_->WaitFor(
+      [&] {
+        for (const auto& m : controller_->messages) {
+          if (m.has_progress() && m.progress().phase() == v1::PHASE_PROVISIONING_VM) return true;
+        }
+        return false;
+      },
+      seconds(10)));
+  int before = 0;
+  {
+    std::lock_guard<std::mutex> lock(controller_->mu());
+    before = controller_->heartbeats;
+  }
+  std::this_thread::sleep_for(milliseconds(2000));
+  {
+    std::lock_guard<std::mutex> lock(controller_->mu());
+    EXPECT_EQ(ResultFor(id), nullptr) << "the machine start was not slow";
+    // 10 intervals of 200 ms passed; allow for scheduling on a busy machine.
+    EXPECT_GE(controller_->heartbeats - before, 7) << "heartbeats waited for the machine start";
+  }
+  ASSERT_TRUE(controller_->WaitFor([&] { return ResultFor(id) != nullptr; }, seconds(20)));
+  std::lock_guard<std::mutex> lock(controller_->mu());
+  EXPECT_EQ(ResultFor(id)->outcome(), v1::JOB_STATE_SUCCEEDED) << ResultFor(id)->error();
 }
 
 TEST_F(WorkerReliabilityTest, SpoolOfACrashedRunIsStatedAsOrphanThenReaped) {
