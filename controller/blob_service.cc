@@ -30,7 +30,8 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadRequest> {
         Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "upload had no header"));
         return;
       }
-      absl::StatusOr<v1::BlobInfo> info = writer_->Finish();
+      absl::StatusOr<v1::BlobInfo> info =
+          writer_->streaming() && has_trailer_ ? writer_->FinishStreaming(trailer_) : writer_->Finish();
       writer_.reset();
       if (info.ok()) *response_ = std::move(*info);
       Finish(proto::ToGrpcStatus(info.status()));
@@ -57,6 +58,13 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadRequest> {
       return absl::OkStatus();
     }
     if (request_.has_header()) return absl::InvalidArgumentError("a second upload header");
+    if (has_trailer_) return absl::InvalidArgumentError("a message after the upload trailer");
+    if (request_.has_trailer()) {
+      if (!writer_->streaming()) return absl::InvalidArgumentError("a trailer in an upload by digest");
+      trailer_ = request_.trailer();
+      has_trailer_ = true;
+      return absl::OkStatus();
+    }
     return writer_->Write(request_.data());
   }
 
@@ -64,6 +72,8 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadRequest> {
   v1::BlobInfo* const response_;
   v1::UploadRequest request_;
   std::unique_ptr<BlobWriter> writer_;
+  v1::UploadTrailer trailer_;
+  bool has_trailer_ = false;
 };
 
 class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk> {
@@ -159,7 +169,9 @@ grpc::ServerUnaryReactor* BlobServiceImpl::Stat(grpc::CallbackServerContext* con
     reactor->Finish(proto::ToGrpcStatus(st));
     return reactor;
   }
-  absl::StatusOr<v1::BlobInfo> info = blobs_->Stat(request->digest());
+  absl::StatusOr<v1::BlobInfo> info = request->digest().empty() && !request->upload_id().empty()
+                                          ? blobs_->StatUpload(request->upload_id())
+                                          : blobs_->Stat(request->digest());
   if (info.ok()) *response = std::move(*info);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(proto::ToGrpcStatus(info.status()));

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -55,13 +56,47 @@ std::string BlobStore::PathFor(const std::string& digest) const {
   return absl::StrCat(dir_, "/", digest.substr(0, 2), "/", digest);
 }
 
-std::string BlobStore::PartialPathFor(const std::string& digest) const {
-  return absl::StrCat(dir_, "/partial/", digest);
+std::string BlobStore::PartialPathFor(const std::string& key) const {
+  return absl::StrCat(dir_, "/partial/", key);
+}
+
+absl::Status BlobStore::ValidateUploadId(std::string_view upload_id) {
+  bool ok = upload_id.size() == 32;
+  for (char c : upload_id) ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat("upload_id \"", std::string(upload_id.substr(0, 80)),
+                                                   "\" is not 32 lowercase hex characters"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::BlobInfo> BlobStore::StatUpload(const std::string& upload_id) {
+  RETURN_IF_ERROR(ValidateUploadId(upload_id));
+  v1::BlobInfo info;
+  if (auto partial = FileSize(PartialPathFor("upload-" + upload_id)); partial.ok()) info.set_partial_size(*partial);
+  return info;
 }
 
 void BlobStore::Touch(const std::string& digest) {
   std::lock_guard<std::mutex> lock(mu_);
-  touched_ms_[digest] = UnixMillis();
+  const int64_t now_ms = UnixMillis();
+  touched_ms_[digest] = now_ms;
+  // Best effort: a blob that is not stored (yet) has no file; its upload's rename keeps a fresh mtime.
+  struct timespec times[2];
+  times[0].tv_nsec = UTIME_OMIT;
+  times[1].tv_sec = static_cast<time_t>(now_ms / 1000);
+  times[1].tv_nsec = static_cast<long>(now_ms % 1000) * 1000000;
+  ::utimensat(AT_FDCWD, PathFor(digest).c_str(), times, 0);
+}
+
+int64_t BlobStore::LastTouchLocked(const std::string& digest) const {
+  int64_t last = 0;
+  if (auto it = touched_ms_.find(digest); it != touched_ms_.end()) last = it->second;
+  struct stat st {};
+  if (::stat(PathFor(digest).c_str(), &st) == 0) {
+    last = std::max<int64_t>(last, int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1000000);
+  }
+  return last;
 }
 
 absl::StatusOr<bool> BlobStore::Remove(const std::string& digest, int64_t unless_touched_since_ms) {
@@ -69,8 +104,7 @@ absl::StatusOr<bool> BlobStore::Remove(const std::string& digest, int64_t unless
   // Held across the check and the unlink: a Stat that touches first keeps the blob, one that comes
   // after finds it gone and uploads it again.
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = touched_ms_.find(digest);
-  if (it != touched_ms_.end() && it->second >= unless_touched_since_ms) return false;
+  if (LastTouchLocked(digest) >= unless_touched_since_ms) return false;
   if (uploading_.count(digest) > 0) return false;
   const std::string path = PathFor(digest);
   if (::unlink(path.c_str()) != 0) {
@@ -101,32 +135,42 @@ absl::StatusOr<v1::BlobInfo> BlobStore::Stat(const std::string& digest) {
 }
 
 absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::BeginUpload(const v1::UploadHeader& header) {
-  RETURN_IF_ERROR(ValidateDigest(header.digest(), "header.digest"));
+  const bool streaming = header.digest().empty() && !header.upload_id().empty();
+  if (streaming) {
+    RETURN_IF_ERROR(ValidateUploadId(header.upload_id()));
+  } else {
+    RETURN_IF_ERROR(ValidateDigest(header.digest(), "header.digest"));
+  }
   if (header.size() > kMaxBlobBytes) {
     return absl::ResourceExhaustedError(absl::StrCat("header.size ", header.size(), " bytes is above the blob limit of ",
                                                      kMaxBlobBytes, " bytes"));
   }
   const std::string& digest = header.digest();
+  const std::string key = streaming ? "upload-" + header.upload_id() : digest;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    touched_ms_[digest] = UnixMillis();
-    if (!uploading_.insert(digest).second) {
-      return absl::AbortedError(absl::StrCat("an upload of ", digest, " is already in progress"));
+    if (!streaming) touched_ms_[digest] = UnixMillis();
+    if (!uploading_.insert(key).second) {
+      return absl::AbortedError(absl::StrCat("an upload of ", key, " is already in progress"));
     }
   }
-  std::unique_ptr<BlobWriter> writer(new BlobWriter(this, digest, header.size()));
-  if (header.offset() > header.size()) {
+  // A streaming upload's size is an upper bound; 0 = the store's limit.
+  const uint64_t size = streaming && header.size() == 0 ? kMaxBlobBytes : header.size();
+  std::unique_ptr<BlobWriter> writer(new BlobWriter(this, digest, size));
+  writer->upload_id_ = streaming ? header.upload_id() : "";
+  writer->key_ = key;
+  if (header.offset() > size) {
     return absl::InvalidArgumentError(absl::StrCat("header.offset ", header.offset(),
                                                    " is beyond header.size ", header.size()));
   }
-  if (Exists(digest)) {
+  if (!streaming && Exists(digest)) {
     writer->discard_ = true;
     writer->received_ = header.offset();
     return writer;
   }
-  const std::string partial = PartialPathFor(digest);
+  const std::string partial = PartialPathFor(key);
   uint64_t partial_size = 0;
-  if (auto size = FileSize(partial); size.ok()) partial_size = *size;
+  if (auto existing = FileSize(partial); existing.ok()) partial_size = *existing;
   if (header.offset() != 0 && header.offset() != partial_size) {
     return absl::FailedPreconditionError(absl::StrCat("header.offset ", header.offset(),
                                                       " does not match the partial upload size ",
@@ -146,19 +190,19 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::BeginUpload(const v1::Upl
   return writer;
 }
 
-void BlobStore::EndUpload(const std::string& digest) {
+void BlobStore::EndUpload(const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
-  uploading_.erase(digest);
+  uploading_.erase(key);
 }
 
 BlobWriter::~BlobWriter() {
   if (fd_ >= 0) ::close(fd_);
-  store_->EndUpload(digest_);
+  store_->EndUpload(key_);
 }
 
 absl::Status BlobWriter::Write(std::string_view data) {
   if (received_ + data.size() > size_) {
-    return absl::InvalidArgumentError(absl::StrCat("upload of ", digest_, " goes past header.size ",
+    return absl::InvalidArgumentError(absl::StrCat("upload of ", key_, " goes past header.size ",
                                                    size_));
   }
   if (discard_) {
@@ -169,7 +213,7 @@ absl::Status BlobWriter::Write(std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::pwrite(fd_, data.data(), data.size(), static_cast<off_t>(received_));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(errno, "write", store_->PartialPathFor(digest_));
+    if (n < 0) return ErrnoStatus(errno, "write", store_->PartialPathFor(key_));
     received_ += static_cast<uint64_t>(n);
     data.remove_prefix(static_cast<size_t>(n));
   }
@@ -177,31 +221,65 @@ absl::Status BlobWriter::Write(std::string_view data) {
 }
 
 absl::StatusOr<v1::BlobInfo> BlobWriter::Finish() {
+  if (streaming()) {
+    return absl::FailedPreconditionError(absl::StrCat("streaming upload ", upload_id_, " ended at byte ", received_,
+                                                      " without a trailer; resume from the partial size"));
+  }
   if (discard_) return store_->Stat(digest_);
-  const std::string partial = store_->PartialPathFor(digest_);
+  const std::string partial = store_->PartialPathFor(key_);
   if (received_ < size_) {
     return absl::FailedPreconditionError(absl::StrCat("upload of ", digest_, " ended at byte ",
                                                       received_, " of ", size_,
                                                       "; resume from the partial size"));
   }
+  return Commit(partial, digest_);
+}
+
+absl::StatusOr<v1::BlobInfo> BlobWriter::FinishStreaming(const v1::UploadTrailer& trailer) {
+  const std::string partial = store_->PartialPathFor(key_);
+  auto drop = [&] {
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(partial.c_str());
+  };
+  if (trailer.digest().empty()) {
+    drop();
+    return absl::CancelledError(absl::StrCat("streaming upload ", upload_id_, " abandoned by the sender"));
+  }
+  RETURN_IF_ERROR(BlobStore::ValidateDigest(trailer.digest(), "trailer.digest"));
+  if (trailer.size() != received_) {
+    drop();
+    return absl::DataLossError(absl::StrCat("streaming upload ", upload_id_, " received ", received_,
+                                            " bytes, the trailer says ", trailer.size(), "; nothing was stored"));
+  }
+  return Commit(partial, trailer.digest());
+}
+
+absl::StatusOr<v1::BlobInfo> BlobWriter::Commit(const std::string& partial, const std::string& digest) {
   const std::string actual = hash_.FinishHex();
-  if (actual != digest_) {
+  if (actual != digest) {
     ::close(fd_);
     fd_ = -1;
     ::unlink(partial.c_str());
     return absl::DataLossError(absl::StrCat("uploaded bytes have sha256 ", actual,
-                                            ", not the announced digest ", digest_,
+                                            ", not the announced digest ", digest,
                                             "; nothing was stored"));
+  }
+  if (streaming() && store_->Exists(digest)) {  // the same bytes were stored meanwhile
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(partial.c_str());
+    return store_->Stat(digest);
   }
   if (::fsync(fd_) != 0) return ErrnoStatus(errno, "fsync", partial);
   ::close(fd_);
   fd_ = -1;
-  const std::string final_path = store_->PathFor(digest_);
+  const std::string final_path = store_->PathFor(digest);
   RETURN_IF_ERROR(MakeDirs(final_path.substr(0, final_path.rfind('/')), 0755));
   if (::rename(partial.c_str(), final_path.c_str()) != 0) {
     return ErrnoStatus(errno, "rename to", final_path);
   }
-  return store_->Stat(digest_);
+  return store_->Stat(digest);
 }
 
 }  // namespace freeagent::controller

@@ -1,6 +1,8 @@
 // Content-addressed blob storage on disk: <dir>/<first 2 hex>/<sha256>. Uploads go to
 // <dir>/partial/<sha256>, are verified against the digest and only then renamed into place, so a
 // stored blob always matches its name. A partial upload is kept for resuming from its size.
+// A streaming upload (digest unknown until its last byte) goes to <dir>/partial/upload-<upload_id>
+// and is stored under the digest its trailer names once the bytes hash to it.
 #pragma once
 
 #include <cstdint>
@@ -34,12 +36,23 @@ class BlobWriter {
   // partial is kept for a resume).
   absl::StatusOr<v1::BlobInfo> Finish();
 
+  // Streaming uploads: the trailer names the digest and size the bytes must have. Stores the blob
+  // (or, when it is stored already, drops the partial). DATA_LOSS on a mismatch (partial removed).
+  // An empty trailer digest abandons the upload: CANCELLED, the partial is removed.
+  absl::StatusOr<v1::BlobInfo> FinishStreaming(const v1::UploadTrailer& trailer);
+
+  bool streaming() const { return !upload_id_.empty(); }
+
  private:
   friend class BlobStore;
   BlobWriter(BlobStore* store, std::string digest, uint64_t size) : store_(store), digest_(std::move(digest)), size_(size) {}
+  // Stores the verified partial as `digest` (rename, or drop it when the blob exists already).
+  absl::StatusOr<v1::BlobInfo> Commit(const std::string& partial, const std::string& digest);
 
   BlobStore* store_;
-  std::string digest_;
+  std::string digest_;     // empty for a streaming upload until its trailer
+  std::string upload_id_;  // streaming uploads only
+  std::string key_;        // digest_ or "upload-<upload_id_>": names the partial and the claim
   uint64_t size_;
   uint64_t received_ = 0;  // bytes of the blob so far, including a resumed prefix
   bool discard_ = false;   // the blob exists already: take the bytes, store nothing
@@ -57,35 +70,46 @@ class BlobStore {
   static absl::Status ValidateDigest(std::string_view digest, std::string_view field = "digest");
 
   absl::StatusOr<v1::BlobInfo> Stat(const std::string& digest);
+  // The partial size of streaming upload `upload_id` (0 when there is none).
+  absl::StatusOr<v1::BlobInfo> StatUpload(const std::string& upload_id);
+  // INVALID_ARGUMENT unless 32 lowercase hex characters.
+  static absl::Status ValidateUploadId(std::string_view upload_id);
   bool Exists(const std::string& digest);
 
   // The largest blob accepted (a source archive, an .ipa with its dSYMs): far above any real build
   // output, it keeps one upload from filling the controller's disk by accident or on purpose.
   static constexpr uint64_t kMaxBlobBytes = uint64_t{20} << 30;
 
-  // Starts (offset 0) or resumes (offset = partial size) an upload. FAILED_PRECONDITION when the
-  // offset does not match the partial, ABORTED when another upload of the digest is running,
-  // RESOURCE_EXHAUSTED when the announced size is above kMaxBlobBytes.
+  // Starts (offset 0) or resumes (offset = partial size) an upload, by digest or, for a streaming
+  // upload, by upload_id. FAILED_PRECONDITION when the offset does not match the partial, ABORTED when
+  // another upload of the digest (upload_id) is running, RESOURCE_EXHAUSTED when the announced size is
+  // above kMaxBlobBytes.
   absl::StatusOr<std::unique_ptr<BlobWriter>> BeginUpload(const v1::UploadHeader& header);
 
   // Removes the stored blob `digest` unless a Stat, Exists or upload touched it at or after
   // `unless_touched_since_ms` (Unix ms): a blob a running build has just found or stored stays. True
   // when it was removed; false when it was kept or absent. Retention's only way to delete a blob.
+  // The last touch of a stored blob is its file's mtime, so it survives a controller restart.
   absl::StatusOr<bool> Remove(const std::string& digest, int64_t unless_touched_since_ms);
 
   std::string PathFor(const std::string& digest) const;
-  std::string PartialPathFor(const std::string& digest) const;
+  // `key`: a digest, or "upload-<upload_id>" for a streaming upload.
+  std::string PartialPathFor(const std::string& key) const;
 
  private:
   friend class BlobWriter;
-  void EndUpload(const std::string& digest);
-  // Records that `digest` was looked at or written now (for Remove).
+  void EndUpload(const std::string& key);
+  // Records that `digest` was looked at or written now (for Remove): in memory, and as the stored
+  // blob's mtime when it exists (the durable copy a restarted controller reads).
   void Touch(const std::string& digest);
+  // The last touch of `digest` in Unix ms (the newer of memory and the stored file's mtime); 0 if none.
+  // Called with mu_ held.
+  int64_t LastTouchLocked(const std::string& digest) const;
 
   const std::string dir_;
   std::mutex mu_;
   std::set<std::string> uploading_;
-  std::map<std::string, int64_t> touched_ms_;  // last Stat/Exists/upload per digest, Unix ms
+  std::map<std::string, int64_t> touched_ms_;  // last Stat/Exists/upload per digest since start, Unix ms
 };
 
 }  // namespace freeagent::controller

@@ -1,5 +1,6 @@
 // Artifact retention over a real controller: builds finished by a scripted worker, `CollectGarbage`
-// through BuildService (dry run, then apply), blobs of a running build kept, expiry kept across a restart.
+// through BuildService (dry run, then apply), blobs of a running build kept, expiry kept across a restart,
+// and a blob a running build found already stored still kept after a restart.
 #include <sys/stat.h>
 
 #include "tests/controller/controller_fixture.h"
@@ -100,6 +101,41 @@ TEST_F(GcTest, OldestGoFirstUnderTheSizeLimitAndRunningBuildsKeepTheirBlobs) {
   EXPECT_GT(Get(a).artifacts(0).expired_unix_ms(), 0);
   EXPECT_EQ(Get(a).artifacts(0).metadata().at("kind"), "ipa");
   EXPECT_EQ(Get(b).artifacts(0).expired_unix_ms(), 0);
+}
+
+TEST_F(GcTest, BlobTouchedByARunningBuildStaysAcrossARestart) {
+  FakeWorker worker(channel_);
+  worker.Hello("w1", {}, 1);
+  const std::string a = BuildWithArtifact(worker, "a.ipa", std::string(100, 'a'));
+  BuildWithArtifact(worker, "b.ipa", std::string(100, 'b'));
+  const std::string da = Sha256Hex(std::string(100, 'a'));
+  const std::string db = Sha256Hex(std::string(100, 'b'));
+  ASSERT_EQ(Gc(false).items_size(), 1) << "a.ipa is the oldest and over the limit";
+  // A running build's worker finds a.ipa's bytes already stored (Stat), so it will not upload them again.
+  auto running = Submit(Spec(source_));
+  ASSERT_TRUE(running.ok());
+  auto job = worker.NextAssign();
+  ASSERT_TRUE(job.has_value());
+  ASSERT_TRUE(worker.Send(FakeWorker::Accepted(*job)));
+  std::this_thread::sleep_for(5ms);
+  {
+    grpc::ClientContext ctx;
+    v1::StatRequest req;
+    req.set_digest(da);
+    v1::BlobInfo info;
+    ASSERT_TRUE(blobs_->Stat(&ctx, req, &info).ok());
+    ASSERT_TRUE(info.exists());
+  }
+
+  // The touch outlives the controller: after a restart the running build still protects the blob.
+  StopServer();
+  StartServer();
+  ASSERT_FALSE(IsTerminal(Get(running->id()).state()));
+  v1::CollectGarbageResponse done = Gc(true);
+  EXPECT_EQ(done.items_size(), 0) << done.ShortDebugString();
+  EXPECT_TRUE(BlobExists(da)) << "the blob a running build found was removed after a restart";
+  EXPECT_TRUE(BlobExists(db));
+  EXPECT_EQ(Get(a).artifacts(0).expired_unix_ms(), 0);
 }
 
 }  // namespace
