@@ -1,6 +1,7 @@
 #include "artifacts/collector.h"
 
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "artifacts/glob.h"
@@ -183,8 +184,26 @@ absl::StatusOr<std::vector<CollectedFile>> Collect(vm::Guest& guest, const std::
     CollectedFile file;
     file.path = rel;
     file.local_path = absl::StrCat(options.download_dir, "/", i, "-", BaseName(rel));
+    // The upload reads the local copy while the download writes it.
+    GrowingFile growing;
+    absl::Status uploaded = absl::UnknownError("not uploaded");
+    std::thread uploader;
+    if (options.upload_to != nullptr) {
+      uploader = std::thread([&] { uploaded = options.upload_to->UploadGrowing(file.local_path, growing, options.cancel); });
+    }
     absl::StatusOr<vm::TransferResult> t = guest.Download(listing.root + "/" + rel, file.local_path,
                                                           job_limit_binds ? job_left : file_limit, options.cancel);
+    if (t.ok()) {
+      growing.Finish(t->size, t->sha256);
+    } else {
+      growing.Fail();
+    }
+    if (uploader.joinable()) uploader.join();
+    file.uploaded = t.ok() && uploaded.ok();
+    if (t.ok() && options.upload_to != nullptr && !uploaded.ok() && options.note && !options.cancel.IsCancelled()) {
+      options.note(absl::StrCat("warning: artifact ", rel, ": upload during the download failed (", uploaded.message(),
+                                "); it is uploaded again after collection"));
+    }
     if (!t.ok()) {
       if (absl::IsResourceExhausted(t.status()) && job_limit_binds) return over_job_limit();
       return absl::Status(t.status().code(), absl::StrCat("artifact ", rel, ": ", t.status().message()));
@@ -209,7 +228,7 @@ absl::StatusOr<std::vector<v1::ArtifactInfo>> UploadArtifacts(BlobClient& blobs,
                                                              const CancellationToken& cancel) {
   std::vector<v1::ArtifactInfo> infos;
   for (const CollectedFile& f : files) {
-    absl::Status s = blobs.UploadFile(f.local_path, f.sha256, f.size, cancel);
+    absl::Status s = f.uploaded ? absl::OkStatus() : blobs.UploadFile(f.local_path, f.sha256, f.size, cancel);
     if (!s.ok()) return absl::Status(s.code(), absl::StrCat("upload of artifact ", f.path, ": ", s.message()));
     v1::ArtifactInfo info;
     info.set_name(BaseName(f.path));

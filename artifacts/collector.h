@@ -57,6 +57,10 @@ struct CollectOptions {
   // the followed output, never the guest's log bytes. May be null.
   std::function<void(std::string_view text)> note;
   CancellationToken cancel;
+  // When set, each file is uploaded here while it is still being downloaded (BlobClient::UploadGrowing),
+  // so the two transfers overlap. A file whose overlapped upload fails is uploaded again, whole, by
+  // UploadArtifacts.
+  BlobClient* upload_to = nullptr;
 };
 
 struct CollectedFile {
@@ -65,6 +69,7 @@ struct CollectedFile {
   uint64_t size = 0;
   std::string sha256;
   Description description;
+  bool uploaded = false;  // stored in the blob store already (CollectOptions::upload_to)
 };
 
 // Which listed files the rules select, in listing order, each at most once. A symlink or an outside
@@ -81,7 +86,8 @@ absl::StatusOr<std::vector<CollectedFile>> Collect(vm::Guest& guest, const std::
                                                    const std::vector<freeagent::v1::ArtifactRule>& rules,
                                                    const CollectOptions& options);
 
-// Stores every collected file in the blob store and records it (name, path, size, sha256, description).
+// Stores every collected file not uploaded yet in the blob store and records each (name, path, size,
+// sha256, description).
 absl::StatusOr<std::vector<freeagent::v1::ArtifactInfo>> UploadArtifacts(BlobClient& blobs,
                                                                          const std::vector<CollectedFile>& files,
                                                                          const CancellationToken& cancel);

@@ -1,8 +1,11 @@
 // Artifact collection from a real guest: an SshGuest on the OpenSSH sshd fixture (loopback), whose
 // workspace holds nested matches, symlinks to /etc/passwd and out of the workspace, and a 300 MB file
 // taken through a real controller's blob store and back. Also: an upload resumed after the controller
-// went away mid-transfer.
+// went away mid-transfer, and the overlapped path (each file uploaded while it is downloaded, resumed
+// across a controller restart, abandoned when the download fails).
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -129,6 +132,41 @@ class CollectorSshTest : public ::testing::Test {
   std::vector<std::string> notes_;
 };
 SshdFixture* CollectorSshTest::sshd_ = nullptr;
+
+// Collects GrpcBlobClient's retry notes (quick backoff for tests).
+class RetryLog {
+ public:
+  GrpcBlobClient::Options Options() {
+    GrpcBlobClient::Options o;
+    o.first_backoff = std::chrono::milliseconds(100);
+    o.on_retry = [this](const std::string& text) {
+      std::lock_guard<std::mutex> lock(mu_);
+      lines_.push_back(text);
+    };
+    return o;
+  }
+  std::string Joined() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return absl::StrJoin(lines_, "\n");
+  }
+  // Whether an attempt resumed past byte 0 ("... resumes at byte N ...", N > 0).
+  bool ResumedPastZero() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const std::string& r : lines_) {
+      size_t at = r.find("resumes at byte ");
+      if (at == std::string::npos) continue;
+      std::string digits;
+      for (size_t i = at + 16; i < r.size() && r[i] >= '0' && r[i] <= '9'; ++i) digits += r[i];
+      uint64_t offset = 0;
+      if (absl::SimpleAtoi(digits, &offset) && offset > 0) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> lines_;
+};
 
 TEST_F(CollectorSshTest, NestedAndSeveralMatchesWithSymlinksSkipped) {
   Put("build/Release/deep/er/App.ipa", "ipa one");
@@ -293,14 +331,8 @@ TEST_F(CollectorSshTest, UploadResumesAfterTheControllerRestarts) {
   const int port = (*first)->port();
   so.listen = absl::StrCat("127.0.0.1:", port);
 
-  std::mutex mu;
-  std::vector<std::string> retries;
-  GrpcBlobClient::Options bo;
-  bo.first_backoff = std::chrono::milliseconds(100);
-  bo.on_retry = [&](const std::string& text) {
-    std::lock_guard<std::mutex> lock(mu);
-    retries.push_back(text);
-  };
+  RetryLog retries;
+  GrpcBlobClient::Options bo = retries.Options();
   GrpcBlobClient blobs(proto::MakeControllerChannel(so.listen), bo);
   absl::Status upload_status = absl::UnknownError("not finished");
   std::thread upload([&] { upload_status = blobs.UploadFile(file, digest, kSize, CancellationToken()); });
@@ -326,19 +358,10 @@ TEST_F(CollectorSshTest, UploadResumesAfterTheControllerRestarts) {
   auto second = controller::ControllerServer::Start(so);
   ASSERT_TRUE(second.ok()) << second.status();
   upload.join();
-  ASSERT_TRUE(upload_status.ok()) << upload_status << "\n" << absl::StrJoin(retries, "\n");
+  ASSERT_TRUE(upload_status.ok()) << upload_status << "\n" << retries.Joined();
 
   // It resumed from what was stored, not from 0.
-  bool resumed = false;
-  for (const std::string& r : retries) {
-    size_t at = r.find("resumes at byte ");
-    if (at == std::string::npos) continue;
-    uint64_t offset = 0;
-    std::string digits;
-    for (size_t i = at + 16; i < r.size() && r[i] >= '0' && r[i] <= '9'; ++i) digits += r[i];
-    if (absl::SimpleAtoi(digits, &offset) && offset > 0) resumed = true;
-  }
-  EXPECT_TRUE(resumed) << absl::StrJoin(retries, "\n");
+  EXPECT_TRUE(retries.ResumedPastZero()) << retries.Joined();
 
   auto stored = (*second)->controller().blobs().Stat(digest);
   ASSERT_TRUE(stored.ok()) << stored.status();
@@ -354,6 +377,131 @@ TEST_F(CollectorSshTest, UploadResumesAfterTheControllerRestarts) {
     ::close(fd);
   }
   EXPECT_EQ(sha.FinishHex(), digest);
+  (*second)->Shutdown(std::chrono::milliseconds(100));
+}
+
+// The partial files of streaming uploads in a controller's blob dir, with their sizes.
+std::map<std::string, uint64_t> StreamingPartials(const std::string& data_dir) {
+  std::map<std::string, uint64_t> out;
+  const std::string dir = data_dir + "/blobs/partial";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (!absl::StartsWith(name, "upload-")) continue;
+    struct stat st {};
+    if (::stat((dir + "/" + name).c_str(), &st) == 0) out[name] = static_cast<uint64_t>(st.st_size);
+  }
+  ::closedir(d);
+  return out;
+}
+
+TEST_F(CollectorSshTest, FilesAreUploadedWhileTheyAreDownloaded) {
+  constexpr uint64_t kSize = 48ull << 20;
+  const std::string want = WriteRandomFile(ws_ + "/build/app.bin", kSize, 5);
+  Put("build/big.bin", std::string(2000, 'x'));
+  controller::ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.controller.data_dir = root_ + "/controller";
+  so.security.insecure = true;
+  auto server = controller::ControllerServer::Start(so);
+  ASSERT_TRUE(server.ok()) << server.status();
+  GrpcBlobClient blobs(proto::MakeControllerChannel(absl::StrCat("127.0.0.1:", (*server)->port())));
+
+  CollectOptions o = Options();
+  o.upload_to = &blobs;
+  auto files = Collect(*guest_, ws_, {Rule("build/app.bin")}, o);
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_EQ(files->size(), 1u);
+  EXPECT_TRUE((*files)[0].uploaded) << absl::StrJoin(notes_, "\n");
+  EXPECT_EQ((*files)[0].sha256, want);
+  auto stored = (*server)->controller().blobs().Stat(want);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE(stored->exists());
+  EXPECT_EQ(stored->size(), kSize);
+  auto back = blobs.DownloadFile(want, root_ + "/back.bin", CancellationToken());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->sha256, want);
+  auto infos = UploadArtifacts(blobs, *files, CancellationToken());
+  ASSERT_TRUE(infos.ok()) << infos.status();
+  EXPECT_EQ((*infos)[0].sha256(), want);
+  EXPECT_TRUE(StreamingPartials(so.controller.data_dir).empty());
+
+  // A download that fails (over the per-file limit) abandons its upload: nothing stored, no partial.
+  auto over = Collect(*guest_, ws_, {Rule("build/big.bin", false, 1000)}, o);
+  EXPECT_TRUE(absl::IsResourceExhausted(over.status())) << over.status();
+  EXPECT_TRUE(StreamingPartials(so.controller.data_dir).empty());
+  (*server)->Shutdown(std::chrono::milliseconds(100));
+}
+
+// The controller goes away in the middle of a streaming upload (the file is still being written) and
+// comes back on the same port and data dir: the upload resumes from the partial it kept.
+TEST_F(CollectorSshTest, StreamingUploadResumesAfterTheControllerRestarts) {
+  constexpr uint64_t kHalf = 24ull << 20;
+  const std::string file = root_ + "/growing.bin";
+  controller::ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.controller.data_dir = root_ + "/controller";
+  so.security.insecure = true;
+  auto first = controller::ControllerServer::Start(so);
+  ASSERT_TRUE(first.ok()) << first.status();
+  so.listen = absl::StrCat("127.0.0.1:", (*first)->port());
+
+  RetryLog retries;
+  GrpcBlobClient::Options bo = retries.Options();
+  GrpcBlobClient blobs(proto::MakeControllerChannel(so.listen), bo);
+
+  // The writer: the first half now, the second half once the controller is back.
+  GrowingFile growing;
+  std::atomic<bool> restarted{false};
+  std::string digest;
+  std::thread writer([&] {
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    Sha256 sha;
+    std::string chunk;
+    for (uint64_t done = 0; done < 2 * kHalf; done += chunk.size()) {
+      if (done == kHalf) {
+        while (!restarted) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      ::freeagent::testing::DeterministicBytes(9, done, 1 << 20, &chunk);
+      sha.Update(chunk);
+      WriteAll(fd, chunk.data(), chunk.size(), file).IgnoreError();
+    }
+    ::close(fd);
+    digest = sha.FinishHex();
+    growing.Finish(2 * kHalf, digest);
+  });
+  absl::Status upload_status = absl::UnknownError("not finished");
+  std::thread upload([&] { upload_status = blobs.UploadGrowing(file, growing, CancellationToken()); });
+
+  uint64_t cut_at = 0;
+  const auto give_up = std::chrono::steady_clock::now() + seconds(60);
+  while (std::chrono::steady_clock::now() < give_up && cut_at == 0) {
+    for (const auto& [name, size] : StreamingPartials(so.controller.data_dir)) {
+      if (size >= (8 << 20)) cut_at = size;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  ASSERT_GT(cut_at, 0u) << "the upload never started";
+  (*first)->Shutdown(std::chrono::milliseconds(0));
+  first->reset();
+  ASSERT_EQ(StreamingPartials(so.controller.data_dir).size(), 1u) << "the partial upload was not kept";
+  auto second = controller::ControllerServer::Start(so);
+  ASSERT_TRUE(second.ok()) << second.status();
+  restarted = true;
+  writer.join();
+  upload.join();
+  ASSERT_TRUE(upload_status.ok()) << upload_status << "\n" << retries.Joined();
+
+  EXPECT_TRUE(retries.ResumedPastZero()) << retries.Joined();
+  auto stored = (*second)->controller().blobs().Stat(digest);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE(stored->exists());
+  EXPECT_EQ(stored->size(), 2 * kHalf);
+  auto sha = Sha256File((*second)->controller().blobs().PathFor(digest));
+  ASSERT_TRUE(sha.ok()) << sha.status();
+  EXPECT_EQ(*sha, digest);
+  EXPECT_TRUE(StreamingPartials(so.controller.data_dir).empty());
   (*second)->Shutdown(std::chrono::milliseconds(100));
 }
 
