@@ -22,7 +22,7 @@ const std::vector<std::string> kKnownKeys = {"controller", "name",   "id",
                                              "disconnected_job_limit_seconds",
                                              "insecure",   "tls_ca", "tls_cert", "tls_key", "tls_server_name",
                                              "token_file", "max_log_mib",
-                                             "qemu",       "images"};
+                                             "qemu",       "images", "artifact_max_total_mib"};
 const std::vector<std::string> kStaticKeys = {"host",      "port",           "user",
                                               "key",       "host_key_fingerprint", "known_hosts",
                                               "workspace_root", "reset_command", "connect_timeout_seconds"};
@@ -184,6 +184,7 @@ absl::Status ApplyWorkerToml(const std::string& text, const std::string& source,
   RETURN_IF_ERROR(r.Get("tls_server_name", &config->security.server_name));
   RETURN_IF_ERROR(r.Get("token_file", &config->token_file));
   RETURN_IF_ERROR(r.Get("max_log_mib", &config->max_log_mib));
+  RETURN_IF_ERROR(r.Get("artifact_max_total_mib", &config->artifact_max_total_mib));
   RETURN_IF_ERROR(ApplyStaticToml(r, &config->static_driver));
   RETURN_IF_ERROR(ApplyQemuToml(r, &config->qemu));
   RETURN_IF_ERROR(ApplyImagesToml(r, &config->images));
@@ -198,6 +199,10 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c, const std::string& sour
   if (c.max_log_mib < 1 || c.max_log_mib > (1u << 20)) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": key max_log_mib: must be 1..1048576 (MiB per attempt), got ", c.max_log_mib));
+  }
+  if (c.artifact_max_total_mib < 1 || c.artifact_max_total_mib > (1u << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": key artifact_max_total_mib: must be 1..1048576 (MiB per job), got ", c.artifact_max_total_mib));
   }
   if (c.driver != "local" && c.driver != "static" && c.driver != "qemu") {
     return absl::InvalidArgumentError(

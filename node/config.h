@@ -34,6 +34,9 @@ struct WorkerConfig {
   uint32_t disconnected_job_limit_seconds = 600;
   // Each attempt's log is cut at this size with a final note; later output is dropped (job_runner.h).
   uint32_t max_log_mib = 256;
+  // All artifacts of one job together may not pass this (MiB); the collection fails naming the file
+  // and the limit. 1..1048576 (1 TiB).
+  uint32_t artifact_max_total_mib = 16384;
   vm::StaticDriverConfig static_driver;       // the [static] table, used when driver = "static"
   // TLS (or explicit plaintext), client certificate and bearer token for the controller connection.
   // The token comes from token_file or $FREEAGENT_TOKEN, never from a flag value.

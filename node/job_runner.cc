@@ -376,6 +376,8 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
     if (!s.ok()) return FromStatus(s, v1::JOB_STATE_ERROR);
     artifacts::CollectOptions copts;
     copts.default_max_bytes = options_.artifact_max_bytes;
+    copts.max_total_bytes = options_.artifact_max_total_bytes;
+    copts.upload_to = blobs_;  // each file goes to the blob store while it is downloaded
     copts.download_dir = download_dir;
     copts.note = [this](std::string_view text) { Note(text); };
     copts.cancel = cancel_;

@@ -28,6 +28,7 @@ struct JobRunnerOptions {
   std::chrono::seconds default_timeout{3600};     // when the spec says 0
   std::chrono::seconds default_kill_grace{10};    // when the spec says 0
   uint64_t artifact_max_bytes = 4ull << 30;       // per artifact when the rule says 0
+  uint64_t artifact_max_total_bytes = 16ull << 30;  // all artifacts of the job together
   // The attempt's log (after redaction) is cut here: a final note says so, later output is dropped and
   // the job goes on (its outcome is its steps'). 0 = no limit.
   uint64_t max_log_bytes = 256ull << 20;

@@ -367,6 +367,7 @@ void Worker::HandleAssign(const v1::Assign& assign) {
         JobRunnerOptions ro;
         ro.jobs_dir = jobs_dir;
         ro.worker_name = config_.name;
+        ro.artifact_max_total_bytes = uint64_t{config_.artifact_max_total_mib} << 20;
         ro.max_log_bytes = uint64_t{config_.max_log_mib} << 20;
         LogStream* stream = j->log.get();
         Job* raw = j.get();

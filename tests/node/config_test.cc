@@ -216,5 +216,17 @@ TEST(WorkerConfig, StaticDriverNeedsAPinnedHostKeyAndKnownKeys) {
   EXPECT_TRUE(absl::StrContains(s.message(), "static.hots")) << s;
 }
 
+TEST(WorkerConfig, ArtifactTotalDefaultsTo16GiBAndIsBounded) {
+  WorkerConfig c;
+  EXPECT_EQ(c.artifact_max_total_mib, 16384u);
+  ASSERT_TRUE(ApplyWorkerToml("artifact_max_total_mib = 40960\n", "w.toml", &c).ok());
+  EXPECT_EQ(c.artifact_max_total_mib, 40960u);
+  for (const char* bad : {"artifact_max_total_mib = 0\n", "artifact_max_total_mib = 1048577\n"}) {
+    WorkerConfig d;
+    absl::Status s = ApplyWorkerToml(bad, "w.toml", &d);
+    EXPECT_TRUE(absl::StrContains(s.message(), "w.toml: key artifact_max_total_mib: must be 1..1048576")) << s;
+  }
+}
+
 }  // namespace
 }  // namespace freeagent::node

@@ -320,6 +320,19 @@ TEST_F(JobRunnerTest, MissingRequiredArtifactFailsNamingTheRule) {
   ExpectCleanedUp();
 }
 
+TEST_F(JobRunnerTest, ArtifactsPastTheConfiguredJobTotalFailNamingFileAndLimit) {
+  options_.artifact_max_total_bytes = 1000;
+  v1::BuildJob job = Job({{"x", "mkdir -p dist && head -c 600 /dev/zero > dist/a.bin && head -c 600 /dev/zero > dist/b.bin"}});
+  job.mutable_spec()->add_artifacts()->set_glob("dist/*.bin");
+  v1::JobResult result = Runner(job)->Run();
+  EXPECT_EQ(result.outcome(), v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(result.error(), "per-job limit of 1000 bytes")) << result.error();
+  EXPECT_TRUE(absl::StrContains(result.error(), "dist/b.bin") || absl::StrContains(result.error(), "dist/a.bin"))
+      << result.error();
+  EXPECT_EQ(result.artifacts_size(), 0);
+  ExpectCleanedUp();
+}
+
 TEST_F(JobRunnerTest, HostileSourceArchiveIsRefusedBeforeAnyVmWork) {
   // A symlink out of the tree, then a file written through it.
   std::string bytes(1 << 16, '\0');
