@@ -7,8 +7,8 @@
 // real controller and the `freeagent` CLI do the rest. Each run submits a build whose step hard-links
 // a fresh --mb MB random file into the workspace (plus a run-specific tail, so the blob is new every
 // run); ours = the build's COLLECTING_ARTIFACTS + UPLOADING_ARTIFACTS phases (listing, SFTP download
-// with sha256, description, upload to the blob store) + `freeagent artifacts ID -o DIR` (download,
-// sha256 check, rename). OpenSSH = `ssh host cat FILE > local`. Runs alternate; the table shows the
+// with sha256, description, and the upload to the blob store, which overlaps the download) +
+// `freeagent artifacts ID -o DIR` (download, sha256 check, rename). OpenSSH = `ssh host cat FILE > local`. Runs alternate; the table shows the
 // best of --runs and the ratio against the goal <= 1.3. Then the peak RSS (VmHWM) of worker and
 // controller against <= 100 MB each. Every received file is checked against the source's sha256; a
 // mismatch or a failed build exits 2.
@@ -205,8 +205,8 @@ int main(int argc, char** argv) {
   const double worker_mb = freeagent::testing::PeakRssBytes(worker->pid()) / 1e6;
   const double controller_mb = freeagent::testing::PeakRssBytes(cluster->controller()->pid()) / 1e6;
   std::printf("\nbest of %d runs\n", options.runs);
-  std::printf("%-44s %9.3f s\n", "ours: guest -> worker (collect phase)", best(collect_s));
-  std::printf("%-44s %9.3f s\n", "ours: worker -> controller (upload phase)", best(upload_s));
+  std::printf("%-44s %9.3f s\n", "ours: guest -> worker -> controller (collect)", best(collect_s));
+  std::printf("%-44s %9.3f s\n", "ours: upload phase (what is left to send)", best(upload_s));
   std::printf("%-44s %9.3f s\n", "ours: controller -> client disk (CLI)", best(client_s));
   std::printf("%-44s %9.3f s\n", "ours: total", best(ours_s));
   std::printf("%-44s %9.3f s\n", "OpenSSH: ssh host cat FILE > local", best(theirs_s));
