@@ -2,6 +2,7 @@
 #include "controller/controller.h"
 
 #include <algorithm>
+#include <functional>
 #include <random>
 
 #include "absl/strings/numbers.h"
@@ -387,38 +388,70 @@ bool Controller::EligibleLocked(const Worker& w, const Job& job) const {
 }
 
 bool Controller::ForgetRejectionsLocked(const std::string& worker_id) {
+  // Through the index, not the queue: heartbeats call this, and the queue may hold many thousands.
+  auto it = rejections_.find(worker_id);
+  if (it == rejections_.end()) return false;
   bool any = false;
-  for (const QueueKey& key : queue_) {
-    Job* job = FindLocked(std::get<2>(key));
-    if (job && job->rejected_by.erase(worker_id) > 0) any = true;
+  for (const std::string& id : it->second) {
+    Job* job = FindLocked(id);
+    if (job && job->rejected_by.erase(worker_id) > 0 && job->build.state() == v1::JOB_STATE_QUEUED) any = true;
   }
+  rejections_.erase(it);
   return any;
 }
 
+std::string Controller::PlacementKey(const Job& job) {
+  std::string key = job.build.spec().vm().image();
+  // A proto map's order is unspecified: sort so equal requirements give equal keys.
+  std::vector<std::pair<std::string, std::string>> labels(job.build.spec().required_labels().begin(),
+                                                          job.build.spec().required_labels().end());
+  std::sort(labels.begin(), labels.end());
+  for (const auto& [k, v] : labels) absl::StrAppend(&key, "\n", k, "=", v);
+  return key;
+}
+
 void Controller::ScheduleLocked() {
-  if (stopped_) return;
-  for (auto it = queue_.begin(); it != queue_.end();) {
+  if (stopped_ || queue_.empty()) return;
+  // One pass over the workers collects those with a free slot, most free slots first (spreading the
+  // load); the queue is then walked only while some remain. A pass costs O(workers + assignments), not
+  // O(queue x workers), which matters because every result and submission runs one.
+  std::multimap<size_t, Worker*, std::greater<size_t>> free;
+  for (auto& [id, w] : workers_) {
+    if (!w.conn || w.info.state() != v1::WORKER_STATE_ONLINE) continue;
+    const size_t slots = std::max<uint32_t>(1, w.info.slots());
+    if (w.jobs.size() < slots) free.emplace(slots - w.jobs.size(), &w);
+  }
+  // Requirements no free worker meets: later jobs with the same ones (and no rejections of their own,
+  // which only narrow the choice) are skipped without looking at the workers again.
+  std::set<std::string> unplaceable;
+  for (auto it = queue_.begin(); it != queue_.end() && !free.empty();) {
     Job* job = FindLocked(std::get<2>(*it));
     if (!job || job->build.state() != v1::JOB_STATE_QUEUED) {
       it = queue_.erase(it);
       continue;
     }
-    Worker* best = nullptr;
-    size_t best_free = 0;
-    for (auto& [id, w] : workers_) {
-      if (!EligibleLocked(w, *job)) continue;
-      const size_t free = std::max<uint32_t>(1, w.info.slots()) - w.jobs.size();
-      if (free > best_free) {
-        best = &w;
-        best_free = free;
+    const bool plain = job->rejected_by.empty();
+    std::string key;
+    if (plain) {
+      key = PlacementKey(*job);
+      if (unplaceable.count(key)) {
+        ++it;
+        continue;
       }
     }
-    if (!best) {
+    auto best = free.begin();
+    while (best != free.end() && !EligibleLocked(*best->second, *job)) ++best;
+    if (best == free.end()) {
+      if (plain) unplaceable.insert(std::move(key));
       ++it;
       continue;
     }
+    Worker* w = best->second;
+    const size_t left = best->first - 1;
+    free.erase(best);
+    if (left > 0) free.emplace(left, w);
     it = queue_.erase(it);
-    AssignLocked(*job, *best);
+    AssignLocked(*job, *w);
   }
 }
 
@@ -888,6 +921,7 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
         Job* job = FindLocked(r.job_id());
         if (!job || !HoldsLocked(worker_id, *job, r.attempt())) break;
         job->rejected_by.insert(worker_id);
+        rejections_[worker_id].insert(job->build.id());
         if (job->cancel_requested) {
           FinishLocked(*job, v1::JOB_STATE_CANCELLED, job->cancel_reason);
         } else {

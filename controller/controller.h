@@ -152,6 +152,8 @@ class Controller {
   // A worker's rejections are about its state at the time (full, draining): they are forgotten when
   // it reconnects, frees a slot or reports room in a heartbeat. True if any queued job had one.
   bool ForgetRejectionsLocked(const std::string& worker_id);
+  // Equal for jobs with the same placement requirements (image, required labels).
+  static std::string PlacementKey(const Job& job);
   void ScheduleLocked();
   bool EligibleLocked(const Worker& worker, const Job& job) const;
   void AssignLocked(Job& job, Worker& worker);
@@ -181,6 +183,8 @@ class Controller {
   std::map<int64_t, std::string> by_seq_;
   std::set<QueueKey> queue_;
   std::map<std::string, Worker> workers_;
+  // worker id -> jobs it rejected (their Job::rejected_by names it); entries may be stale.
+  std::map<std::string, std::set<std::string>> rejections_;
   int64_t next_seq_ = 1;
   std::set<std::string> to_notify_;
   bool stopped_ = false;
