@@ -9,6 +9,12 @@
 #                                   an artifact from the build machine (sshd) through worker and
 #                                   controller to the client's disk, vs `ssh host cat FILE > local`;
 #                                   ARGS go to bench_artifact_transfer, e.g. --mb 50 --runs 1
+#   ./scripts/bench.sh cancel [ARGS]
+#                                   client cancel -> SIGTERM seen by the step in the guest (sshd),
+#                                   p50/p99 over --runs 50
+#   ./scripts/bench.sh scale [ARGS]
+#                                   the controller with N simulated workers and 10,000 one-step builds,
+#                                   e.g. ./scripts/bench.sh scale --workers 100,1000,2000 --jobs 10000
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +27,12 @@ if [[ "${1:-}" == "ssh" ]]; then
   shift
 elif [[ "${1:-}" == "artifact" ]]; then
   TARGET=bench_artifact_transfer
+  shift
+elif [[ "${1:-}" == "cancel" ]]; then
+  TARGET=bench_cancel_latency
+  shift
+elif [[ "${1:-}" == "scale" ]]; then
+  TARGET=bench_controller_scale
   shift
 fi
 
