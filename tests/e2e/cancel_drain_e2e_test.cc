@@ -183,9 +183,9 @@ TEST_F(CancelDrainE2ETest, CancelKillsAStepThatIgnoresTermOnceTheGraceIsOver) {
   FA_ASSERT_OK_AND_ASSIGN(Build done, client().WaitForTerminal(build.id(), 30s));
   auto elapsed = Clock::now() - start;
   EXPECT_EQ(done.state(), freeagent::v1::JOB_STATE_CANCELLED) << done.ShortDebugString();
-  // Generous: the kill runs as a new command over SSH, which takes ~1 s on a loaded 2-core machine
-  // (bench_cancel_latency measures it).
-  EXPECT_LT(term_ms, 3000) << "SIGTERM took " << term_ms << " ms to arrive";
+  // Only a bound against a lost cancel: the kill runs as a new command over SSH, 1-3 s on a loaded
+  // 2-core machine (bench_cancel_latency measures the latency).
+  EXPECT_LT(term_ms, 10000) << "SIGTERM took " << term_ms << " ms to arrive";
   EXPECT_GE(Ms(elapsed), 1900) << "SIGKILL came before the grace period ended";
   EXPECT_LT(Ms(elapsed), 10000);
   EXPECT_TRUE(GroupGoneWithin(pgid, 2s)) << "a process of the killed step's group survived";
