@@ -22,7 +22,7 @@ const std::vector<std::string> kKnownKeys = {"controller", "name",   "id",
                                              "disconnected_job_limit_seconds",
                                              "insecure",   "tls_ca", "tls_cert", "tls_key", "tls_server_name",
                                              "token_file", "max_log_mib",
-                                             "qemu",       "images", "artifact_max_total_mib"};
+                                             "qemu",       "tart",   "images", "artifact_max_total_mib"};
 const std::vector<std::string> kStaticKeys = {"host",      "port",           "user",
                                               "key",       "host_key_fingerprint", "known_hosts",
                                               "workspace_root", "reset_command", "connect_timeout_seconds"};
@@ -70,6 +70,37 @@ absl::Status ApplyQemuToml(const ConfigReader& r, vm::QemuDriverConfig* c) {
   RETURN_IF_ERROR(r.Get("qemu.boot_timeout_seconds", &boot_s));
   if (boot_s == 0) return r.Error("qemu.boot_timeout_seconds", "must be at least 1");
   c->boot_timeout = std::chrono::seconds(boot_s);
+  return absl::OkStatus();
+}
+
+const std::vector<std::string> kTartKeys = {"binary",          "ip_resolver",   "ip_wait_seconds",
+                                            "boot_timeout_seconds", "stop_timeout_seconds", "command_timeout_seconds",
+                                            "ssh_port",        "work_dir",      "max_cpus",
+                                            "max_memory_mb",   "max_disk_gb"};
+
+// The [tart] table: disposable macOS VMs on a Mac host.
+absl::Status ApplyTartToml(const ConfigReader& r, vm::TartDriverConfig* c) {
+  RETURN_IF_ERROR(r.RejectUnknown("tart", kTartKeys));
+  RETURN_IF_ERROR(r.Get("tart.binary", &c->binary));
+  RETURN_IF_ERROR(r.Get("tart.ip_resolver", &c->ip_resolver));
+  RETURN_IF_ERROR(r.Get("tart.work_dir", &c->work_dir));
+  uint32_t ssh_port = static_cast<uint32_t>(c->ssh_port);
+  RETURN_IF_ERROR(r.Get("tart.ssh_port", &ssh_port));
+  if (ssh_port == 0 || ssh_port > 65535) return r.Error("tart.ssh_port", "must be 1..65535");
+  c->ssh_port = static_cast<int>(ssh_port);
+  RETURN_IF_ERROR(r.Get("tart.max_cpus", &c->max_cpus));
+  RETURN_IF_ERROR(r.Get("tart.max_memory_mb", &c->max_memory_mb));
+  RETURN_IF_ERROR(r.Get("tart.max_disk_gb", &c->max_disk_gb));
+  const std::pair<const char*, std::chrono::seconds*> durations[] = {{"tart.ip_wait_seconds", &c->ip_wait},
+                                                                     {"tart.boot_timeout_seconds", &c->boot_timeout},
+                                                                     {"tart.stop_timeout_seconds", &c->stop_timeout},
+                                                                     {"tart.command_timeout_seconds", &c->command_timeout}};
+  for (const auto& [key, value] : durations) {
+    uint32_t seconds = static_cast<uint32_t>(value->count());
+    RETURN_IF_ERROR(r.Get(key, &seconds));
+    if (seconds == 0) return r.Error(key, "must be at least 1");
+    *value = std::chrono::seconds(seconds);
+  }
   return absl::OkStatus();
 }
 
@@ -152,7 +183,7 @@ void AddWorkerFlags(CLI::App& app, WorkerFlags* f) {
   app.add_option("--slots", f->slots, "concurrent jobs (default 2)");
   app.add_option("--work-dir", f->work_dir, "work directory (default ./.freeagent-worker)");
   app.add_option("--driver", f->driver,
-                 "VM driver: local, static ([static] table) or qemu ([qemu] and [images.<name>] tables)");
+                 "VM driver: local, static ([static] table), qemu or tart ([qemu] or [tart], and [images.<name>] tables)");
   app.add_flag("--insecure", f->insecure, "plaintext connection to the controller (loopback demos and tests only)");
   app.add_option("--ca-file", f->ca_file, "PEM roots that verify the controller (default: system roots)");
   app.add_option("--cert-file", f->cert_file, "PEM client certificate for mutual TLS");
@@ -187,6 +218,7 @@ absl::Status ApplyWorkerToml(const std::string& text, const std::string& source,
   RETURN_IF_ERROR(r.Get("artifact_max_total_mib", &config->artifact_max_total_mib));
   RETURN_IF_ERROR(ApplyStaticToml(r, &config->static_driver));
   RETURN_IF_ERROR(ApplyQemuToml(r, &config->qemu));
+  RETURN_IF_ERROR(ApplyTartToml(r, &config->tart));
   RETURN_IF_ERROR(ApplyImagesToml(r, &config->images));
   return ValidateWorkerConfig(*config, source);
 }
@@ -204,9 +236,16 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c, const std::string& sour
     return absl::InvalidArgumentError(absl::StrCat(
         source, ": key artifact_max_total_mib: must be 1..1048576 (MiB per job), got ", c.artifact_max_total_mib));
   }
-  if (c.driver != "local" && c.driver != "static" && c.driver != "qemu") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": key driver: unknown driver \"", c.driver, "\" (available: local, static, qemu)"));
+  if (c.driver != "local" && c.driver != "static" && c.driver != "qemu" && c.driver != "tart") {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": key driver: unknown driver \"", c.driver,
+                                                   "\" (available: local, static, qemu, tart)"));
+  }
+  if (c.driver == "tart") {
+    vm::TartDriverConfig t = c.tart;
+    t.images = c.images;
+    if (t.work_dir.empty()) t.work_dir = "/vms";  // defaulted under work_dir later; only its form is checked here
+    absl::Status s = vm::TartDriver::Validate(t);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": [tart]: ", s.message()));
   }
   if (c.driver == "qemu") {
     vm::QemuDriverConfig q = c.qemu;
@@ -269,6 +308,8 @@ absl::StatusOr<WorkerConfig> BuildWorkerConfig(const WorkerFlags& flags) {
   }
   if (config.qemu.work_dir.empty()) config.qemu.work_dir = config.work_dir + "/vms";
   config.qemu.images = config.images;
+  if (config.tart.work_dir.empty()) config.tart.work_dir = config.work_dir + "/vms";
+  config.tart.images = config.images;
   for (const auto& [name, entry] : config.images.entries()) config.labels.emplace("image." + name, "true");
   if (config.id.empty()) {
     ASSIGN_OR_RETURN(config.id, LoadOrMakeId(config.work_dir));

@@ -13,6 +13,7 @@
 #include "vm/image_catalog.h"
 #include "vm/qemu_driver.h"
 #include "vm/static_driver.h"
+#include "vm/tart_driver.h"
 
 namespace CLI {
 class App;
@@ -27,7 +28,7 @@ struct WorkerConfig {
   std::map<std::string, std::string> labels;  // os/arch added unless configured
   uint32_t slots = 2;
   std::string work_dir = "./.freeagent-worker";
-  std::string driver = "local";               // local | static | qemu
+  std::string driver = "local";               // local | static | qemu | tart
   uint32_t heartbeat_interval_ms = 0;         // 0 = what the controller's Welcome says
   // Running jobs go on while the controller is unreachable, for at most this long; then they are
   // cancelled (their results are still delivered after the reconnect).
@@ -43,6 +44,7 @@ struct WorkerConfig {
   proto::ChannelSecurity security;
   std::string token_file;
   vm::QemuDriverConfig qemu;                  // the [qemu] table, used when driver = "qemu"
+  vm::TartDriverConfig tart;                  // the [tart] table, used when driver = "tart"
   // The [images.<name>] tables: images jobs may name (vm.image). Each is advertised as the label
   // "image.<name>" = "true", which the controller matches against a job's vm.image.
   vm::ImageCatalog images;

@@ -10,6 +10,7 @@
 #include "common/fs.h"
 #include "vm/local_driver.h"
 #include "vm/qemu_driver.h"
+#include "vm/tart_driver.h"
 #include "vm/static_driver.h"
 
 namespace freeagent::node {
@@ -40,6 +41,8 @@ Worker::Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver, Connec
       driver_ = std::make_unique<vm::StaticDriver>(config_.static_driver);
     } else if (config_.driver == "qemu") {
       driver_ = std::make_unique<vm::QemuDriver>(config_.qemu);
+    } else if (config_.driver == "tart") {
+      driver_ = std::make_unique<vm::TartDriver>(config_.tart);
     } else {
       driver_ = std::make_unique<vm::LocalDriver>(config_.work_dir + "/vms");
     }

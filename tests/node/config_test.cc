@@ -216,6 +216,58 @@ TEST(WorkerConfig, StaticDriverNeedsAPinnedHostKeyAndKnownKeys) {
   EXPECT_TRUE(absl::StrContains(s.message(), "static.hots")) << s;
 }
 
+TEST(WorkerConfig, TartDriverTableAndItsImagesAreRead) {
+  const std::string image =
+      "[images.macos-sonoma-xcode-16]\nbase = \"sonoma-xcode-16\"\nuser = \"admin\"\n"
+      "key = \"/Users/ci/.ssh/builder\"\nhost_key_fingerprint = \"SHA256:abc\"\n"
+      "workspace_root = \"/Users/admin/jobs\"\ncpus = 4\nmemory_mb = 8192\n";
+  WorkerConfig c;
+  absl::Status s = ApplyWorkerToml(
+      "driver = \"tart\"\n[tart]\nbinary = \"/opt/homebrew/bin/tart\"\nip_resolver = \"arp\"\n"
+      "ip_wait_seconds = 90\nboot_timeout_seconds = 300\nstop_timeout_seconds = 20\n"
+      "command_timeout_seconds = 1200\nssh_port = 2222\nwork_dir = \"/Users/ci/vms\"\nmax_cpus = 6\n"
+      "max_memory_mb = 12288\nmax_disk_gb = 120\n" + image,
+      "mac.toml", &c);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(c.driver, "tart");
+  EXPECT_EQ(c.tart.binary, "/opt/homebrew/bin/tart");
+  EXPECT_EQ(c.tart.ip_resolver, "arp");
+  EXPECT_EQ(c.tart.ip_wait, std::chrono::seconds(90));
+  EXPECT_EQ(c.tart.boot_timeout, std::chrono::seconds(300));
+  EXPECT_EQ(c.tart.stop_timeout, std::chrono::seconds(20));
+  EXPECT_EQ(c.tart.command_timeout, std::chrono::seconds(1200));
+  EXPECT_EQ(c.tart.ssh_port, 2222);
+  EXPECT_EQ(c.tart.work_dir, "/Users/ci/vms");
+  EXPECT_EQ(c.tart.max_cpus, 6u);
+  EXPECT_EQ(c.tart.max_memory_mb, 12288u);
+  EXPECT_EQ(c.tart.max_disk_gb, 120u);
+  auto entry = c.images.Find("macos-sonoma-xcode-16");
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  EXPECT_EQ(entry->base, "sonoma-xcode-16");
+  EXPECT_EQ(entry->user, "admin");
+  EXPECT_EQ(entry->cpus, 4u);
+
+  // Tart images must name their SSH user, key and pinned host key; a zero wait and unknown keys are refused.
+  struct Case {
+    std::string toml;
+    std::string words;
+  };
+  const Case cases[] = {
+      {"driver = \"tart\"\n[images.mac]\nbase = \"sonoma\"\n", "mac.toml: [tart]"},
+      {"driver = \"tart\"\n[tart]\nip_wait_seconds = 0\n" + image, "tart.ip_wait_seconds"},
+      {"driver = \"tart\"\n[tart]\nip_resolvr = \"dhcp\"\n" + image, "tart.ip_resolvr"},
+      {"driver = \"tart\"\n[tart]\nip_resolver = \"mdns\"\n" + image, "ip_resolver must be dhcp, arp or agent"},
+      {"driver = \"tart\"\n", "no images configured"},
+      {"driver = \"hyperv\"\n", "available: local, static, qemu, tart"},
+  };
+  for (const Case& k : cases) {
+    WorkerConfig d;
+    absl::Status bad = ApplyWorkerToml(k.toml, "mac.toml", &d);
+    EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << k.toml;
+    EXPECT_TRUE(absl::StrContains(bad.message(), k.words)) << k.words << " in: " << bad;
+  }
+}
+
 TEST(WorkerConfig, ArtifactTotalDefaultsTo16GiBAndIsBounded) {
   WorkerConfig c;
   EXPECT_EQ(c.artifact_max_total_mib, 16384u);
