@@ -15,6 +15,9 @@
 #   ./scripts/bench.sh scale [ARGS]
 #                                   the controller with N simulated workers and 10,000 one-step builds,
 #                                   e.g. ./scripts/bench.sh scale --workers 100,1000,2000 --jobs 10000
+#   ./scripts/bench.sh vm [ARGS]    a plain QEMU boot to SSH vs a worker job on the same Debian 12 image
+#                                   (TCG): the job timeline, the worker's boot overhead and the non-build
+#                                   overhead for --mb 50 MB of source and of artifact
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +36,9 @@ elif [[ "${1:-}" == "cancel" ]]; then
   shift
 elif [[ "${1:-}" == "scale" ]]; then
   TARGET=bench_controller_scale
+  shift
+elif [[ "${1:-}" == "vm" ]]; then
+  TARGET=bench_vm_boot
   shift
 fi
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The Free Agent demo: builds the project, starts a controller and one worker (local driver) on
-# this machine, submits examples/hello, follows its log live, downloads the artifact and prints
-# its path and sha256. Stops everything it started on exit, also on Ctrl-C.
+# The Free Agent demo: builds the project, builds (first run) or reuses the Debian 12 VM image,
+# starts a controller and one worker (qemu driver) on this machine, submits examples/hello, which is
+# built inside a fresh QEMU VM, follows its log live, downloads the artifact, prints its path and
+# sha256 and the job's timeline (VM boot, SSH wait, source upload, build, artifacts, shutdown). Stops
+# everything it started on exit, also on Ctrl-C; the VM is gone afterwards.
 # Usage: ./scripts/demo.sh            (build dir: build/, override with BUILD_DIR=...)
+#        DEMO_DRIVER=local ./scripts/demo.sh   runs the build on this host instead of in a VM
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +25,19 @@ mkdir -p "$CCACHE_DIR"
 say "building (first time takes a few minutes)"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target freeagent-controller freeagent-worker freeagent >&2
+
+DEMO_DRIVER="${DEMO_DRIVER:-qemu}"
+case "$DEMO_DRIVER" in
+  qemu|local) ;;
+  *) say "DEMO_DRIVER must be qemu or local, got \"$DEMO_DRIVER\""; exit 2 ;;
+esac
+if [ "$DEMO_DRIVER" = qemu ]; then
+  say "preparing the Debian 12 VM image (the first run builds it with debootstrap, ~15 min; later runs reuse it)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  MANIFEST="$($SUDO "$ROOT/deploy/images/debian-12/build.sh")"
+  say "image: $MANIFEST"
+fi
 
 CONTROLLER_BIN="$BUILD_DIR/controller/freeagent-controller"
 WORKER_BIN="$BUILD_DIR/node/freeagent-worker"
@@ -95,16 +111,37 @@ ADDRESS="127.0.0.1:$(cat "$TMP/port")"
 export FREEAGENT_CONTROLLER="$ADDRESS" FREEAGENT_INSECURE=1 FREEAGENT_TOKEN="$CLIENT_TOKEN"
 say "controller listening on $ADDRESS"
 
-say "starting freeagent-worker (local driver, work dir $TMP/work)"
+if [ "$DEMO_DRIVER" = qemu ]; then
+  # Each job gets a VM cloned (qcow2 overlay) from the image; TCG emulation, as this kind of host has no
+  # usable KVM. The worker pins the image's SSH host key from its manifest.
+  cat >"$TMP/worker.toml" <<TOML
+driver = "qemu"
+slots = 1
+
+[qemu]
+accel = "tcg"
+
+[images.debian-12]
+manifest = "$MANIFEST"
+cpus = 2
+memory_mb = 2048
+TOML
+  say "starting freeagent-worker (qemu driver: each build in a fresh Debian 12 VM; work dir $TMP/work)"
+  DRIVER_ARGS=(--config "$TMP/worker.toml")
+else
+  say "starting freeagent-worker (local driver: builds run on this host; work dir $TMP/work)"
+  DRIVER_ARGS=(--driver local)
+fi
 FREEAGENT_TOKEN= "$WORKER_BIN" --controller "$ADDRESS" --insecure --token-file "$TMP/worker.token" \
-  --name demo-worker --driver local --work-dir "$TMP/work" 2>"$TMP/worker.log" &
+  --name demo-worker "${DRIVER_ARGS[@]}" --work-dir "$TMP/work" 2>"$TMP/worker.log" &
 WORKER_PID=$!
 
 say "submitting examples/hello"
 set +e
-"$CLI_BIN" submit "$ROOT/examples/hello" --follow --download "$OUT"
+"$CLI_BIN" submit "$ROOT/examples/hello" --follow --download "$OUT" 2> >(tee "$TMP/submit.err" >&2)
 result=$?
 set -e
+BUILD_ID="$(sed -n 's/^==> build \([^ ]*\) submitted.*/\1/p' "$TMP/submit.err" | head -n1)"
 
 if [ "$result" -eq 0 ]; then
   for artifact in "$OUT"/*; do
@@ -112,7 +149,13 @@ if [ "$result" -eq 0 ]; then
     say "artifact: $artifact"
     say "sha256:   $(sha256sum "$artifact" | cut -d' ' -f1)"
   done
-  "$CLI_BIN" list >&2
+  if [ -n "$BUILD_ID" ]; then
+    say "timeline of $BUILD_ID (phases as the worker measured them):"
+    "$CLI_BIN" show "$BUILD_ID" >&2
+  fi
+  if [ "$DEMO_DRIVER" = qemu ]; then
+    say "VMs left on this host after the build: $(ls -A "$TMP/work/vms" 2>/dev/null | wc -l)"
+  fi
 else
   say "the build did not succeed (exit $result)"
 fi
