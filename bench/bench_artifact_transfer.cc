@@ -29,6 +29,7 @@
 #include "common/fs.h"
 #include "common/process.h"
 #include "common/sha256.h"
+#include "bench/bench_support.h"
 #include "tests/support/process_fixture.h"
 #include "tests/support/sshd_fixture.h"
 #include "tests/support/stream_data.h"
@@ -44,23 +45,9 @@ using freeagent::vm::ShellQuote;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-Cluster* g_cluster = nullptr;
-
-[[noreturn]] void Die(const std::string& what, const absl::Status& status) {
-  std::fprintf(stderr, "bench_artifact_transfer: %s: %s\n", what.c_str(), status.ToString().c_str());
-  if (g_cluster != nullptr) std::fprintf(stderr, "%s\n", g_cluster->DumpLogs().c_str());
-  std::exit(2);
-}
-
-template <typename T>
-T Must(absl::StatusOr<T> v, const std::string& what) {
-  if (!v.ok()) Die(what, v.status());
-  return std::move(*v);
-}
-
-void Must(const absl::Status& s, const std::string& what) {
-  if (!s.ok()) Die(what, s);
-}
+using freeagent::bench::Die;
+using freeagent::bench::g_cluster;
+using freeagent::bench::Must;
 
 // `size` pseudo-random (incompressible) bytes written 1 MiB at a time.
 void WriteRandom(const std::string& path, uint64_t size) {
@@ -108,6 +95,7 @@ Options ParseArgs(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  freeagent::bench::g_program = "bench_artifact_transfer";
   const Options options = ParseArgs(argc, argv);
   const uint64_t size = options.mb * 1000 * 1000;
 

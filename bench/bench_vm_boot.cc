@@ -29,6 +29,7 @@
 #include "common/fs.h"
 #include "common/process.h"
 #include "common/sha256.h"
+#include "bench/bench_support.h"
 #include "tests/support/process_fixture.h"
 #include "tests/support/test_client.h"
 #include "vm/qemu_driver.h"
@@ -41,23 +42,9 @@ using freeagent::testing::WorkerOptions;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-Cluster* g_cluster = nullptr;
-
-[[noreturn]] void Die(const std::string& what, const absl::Status& status) {
-  std::fprintf(stderr, "bench_vm_boot: %s: %s\n", what.c_str(), status.ToString().c_str());
-  if (g_cluster != nullptr) std::fprintf(stderr, "%s\n", g_cluster->DumpLogs().c_str());
-  std::exit(2);
-}
-
-template <typename T>
-T Must(absl::StatusOr<T> v, const std::string& what) {
-  if (!v.ok()) Die(what, v.status());
-  return std::move(*v);
-}
-
-void MustOk(const absl::Status& s, const std::string& what) {
-  if (!s.ok()) Die(what, s);
-}
+using freeagent::bench::Die;
+using freeagent::bench::g_cluster;
+using freeagent::bench::Must;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -116,6 +103,7 @@ double RawBoot(const freeagent::vm::ImageManifest& m, const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  freeagent::bench::g_program = "bench_vm_boot";
   int mb = 50;
   std::string manifest_flag;
   for (int i = 1; i < argc; ++i) {
@@ -151,18 +139,18 @@ int main(int argc, char** argv) {
     }
   }
   std::string conf = Must(cluster->MakeDir("conf"), "dir") + "/worker.toml";
-  MustOk(freeagent::WriteFileAtomic(conf, absl::StrCat("driver = \"qemu\"\nslots = 1\n\n[qemu]\naccel = \"tcg\"\n\n"
+  Must(freeagent::WriteFileAtomic(conf, absl::StrCat("driver = \"qemu\"\nslots = 1\n\n[qemu]\naccel = \"tcg\"\n\n"
                                                        "[images.debian-12]\nmanifest = \"",
                                                        manifest_path, "\"\ncpus = 2\nmemory_mb = 2048\n")),
          "worker config");
-  MustOk(cluster->StartController(), "controller");
+  Must(cluster->StartController(), "controller");
   WorkerOptions w;
   w.name = "bench";
   w.driver = "qemu";
   w.extra_args = {"--config", conf};
   Must(cluster->StartWorker(w), "worker");
   TestClient client(cluster->address());
-  MustOk(client.WaitForWorkers(1, 30s), "worker online");
+  Must(client.WaitForWorkers(1, 30s), "worker online");
   std::string digest = Must(client.UploadDirectory(src), "upload source");
   freeagent::v1::JobSpec spec;
   spec.set_name("bench-vm");
