@@ -424,14 +424,17 @@ absl::StatusOr<std::unique_ptr<SshGuest::Session>> ConnectOnce(const SshConfig& 
   ASSIGN_OR_RETURN(ss->sock, TcpConnect(c.host, c.port, timeout));
   // The server speaks first. A port forwarder (QEMU user networking, a proxy) accepts the connection
   // long before the guest's sshd answers, so the wait for its banner is where a boot is spent: it
-  // watches `cancel` (a cancelled job, a VM that died) instead of blocking in the handshake.
+  // watches `cancel` (a cancelled job, a VM that died) instead of blocking in the handshake. A forwarded
+  // connection made before the guest listened can hang for good, so it is given up after a few seconds
+  // and the next attempt connects afresh.
+  Deadline banner = deadline.Min(Deadline::After(std::chrono::seconds(8)));
   while (true) {
     pollfd p{ss->sock, POLLIN, 0};
     int r = ::poll(&p, 1, 100);
     if (r > 0) break;  // data, EOF or an error: the handshake below finds out which
     if (r < 0 && errno != EINTR) return ErrnoStatus(errno, "poll", ss->where);
     if (cancel.IsCancelled()) return absl::CancelledError(absl::StrCat("ssh connect to ", ss->where, " cancelled"));
-    if (deadline.Expired()) {
+    if (banner.Expired()) {
       return absl::UnavailableError(absl::StrCat("ssh: ", ss->where, " accepted the connection but sent no banner"));
     }
   }
