@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -147,10 +146,7 @@ class QemuVm : public Vm {
     workspace_ = absl::StrCat(root, "/", name_);
   }
 
-  ~QemuVm() override {
-    Stop(milliseconds(0)).IgnoreError();
-    if (runner_.joinable()) runner_.join();
-  }
+  ~QemuVm() override { Stop(milliseconds(0)).IgnoreError(); }
 
   const std::string& name() const override { return name_; }
   void SetProgressSink(std::function<void(const std::string&)> sink) override { progress_ = std::move(sink); }
@@ -188,7 +184,7 @@ class QemuVm : public Vm {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ready_wait_ = wait;
-      if (exited_) wait.Cancel("VM exited");
+      if (process_ != nullptr && process_->exited()) wait.Cancel("VM exited");
     }
     SshConfig ssh;
     ssh.host = "127.0.0.1";
@@ -226,15 +222,15 @@ class QemuVm : public Vm {
 
   bool Exited(std::string* why) override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!exited_ || stopping_) return false;
-    if (why != nullptr) *why = exit_description_;
+    if (stopping_ || process_ == nullptr || !process_->exited()) return false;
+    if (why != nullptr) *why = ExitDescriptionLocked();
     return true;
   }
 
   absl::Status Stop(milliseconds grace) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!running_) return absl::OkStatus();
+      if (process_ == nullptr || process_->exited()) return absl::OkStatus();
       stopping_ = true;
     }
     auto started = std::chrono::steady_clock::now();
@@ -266,9 +262,7 @@ class QemuVm : public Vm {
 
   absl::Status Destroy() override {
     guest_.reset();
-    if (runner_.joinable()) {
-      Kill();
-    }
+    Kill();
     return RemoveTree(dir_);
   }
 
@@ -303,49 +297,36 @@ class QemuVm : public Vm {
     return argv;
   }
 
+  // Starts QEMU, watched; its end on its own cuts a pending SSH wait short.
   void Launch(const std::string& accel) {
-    if (runner_.joinable()) runner_.join();
     ::unlink((dir_ + "/qmp.sock").c_str());
-    kill_ = CancellationToken();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      running_ = true;
-      exited_ = false;
-      stopping_ = false;
-    }
-    ProcessOptions o;
+    WatchedProcessOptions o;
     o.argv = Argv(accel);
+    o.log_path = dir_ + "/qemu.log";
     o.kill_grace = milliseconds(2000);
-    o.cancel = kill_;
-    std::string log_path = dir_ + "/qemu.log";
-    int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    OutputSink sink = [log_fd](std::string_view b) {
-      if (log_fd >= 0) WriteAll(log_fd, b.data(), b.size(), "qemu.log").IgnoreError();
-    };
-    o.on_stdout = sink;
-    o.on_stderr = sink;
-    runner_ = std::thread([this, o = std::move(o), log_fd]() mutable {
-      absl::StatusOr<ProcessResult> r = RunProcess(std::move(o));
-      if (log_fd >= 0) ::close(log_fd);
-      std::string status;
-      if (!r.ok()) {
-        status = std::string(r.status().message());
-      } else if (r->term_signal != 0) {
-        status = absl::StrCat("killed by signal ", r->term_signal);
-      } else {
-        status = absl::StrCat("exit status ", r->exit_code);
-      }
+    o.on_exit = [this] {
       std::lock_guard<std::mutex> lock(mu_);
-      running_ = false;
-      exited_ = true;
-      std::string console = LogTail(dir_ + "/console.log", 8);
-      std::string qemu_log = LogTail(dir_ + "/qemu.log", 3);
-      exit_description_ = absl::StrCat("VM exited unexpectedly (qemu ", status, ")",
-                                       qemu_log.empty() ? "" : "; qemu: " + qemu_log,
-                                       console.empty() ? "" : "; console tail:\n" + console);
       ready_wait_.Cancel("VM exited");
-      exit_cv_.notify_all();
-    });
+    };
+    absl::StatusOr<std::unique_ptr<WatchedProcess>> started = WatchedProcess::Start(std::move(o));
+    std::unique_ptr<WatchedProcess> previous;
+    std::lock_guard<std::mutex> lock(mu_);
+    previous = std::move(process_);
+    stopping_ = false;
+    if (started.ok()) {
+      process_ = std::move(*started);
+    } else {
+      launch_error_ = std::string(started.status().message());
+    }
+  }
+
+  // What ended the VM, with QEMU's own words and the console's tail. Requires mu_.
+  std::string ExitDescriptionLocked() const {
+    std::string status = process_ != nullptr ? process_->exit_description() : launch_error_;
+    std::string console = LogTail(dir_ + "/console.log", 8);
+    std::string qemu_log = LogTail(dir_ + "/qemu.log", 3);
+    return absl::StrCat("VM exited unexpectedly (qemu ", status, ")", qemu_log.empty() ? "" : "; qemu: " + qemu_log,
+                        console.empty() ? "" : "; console tail:\n" + console);
   }
 
   absl::Status WaitForQmp(const Deadline& deadline, const CancellationToken& cancel) {
@@ -354,7 +335,7 @@ class QemuVm : public Vm {
     while (true) {
       {
         std::lock_guard<std::mutex> lock(mu_);
-        if (exited_) return absl::UnavailableError(exit_description_);
+        if (process_ == nullptr || process_->exited()) return absl::UnavailableError(ExitDescriptionLocked());
       }
       if (cancel.IsCancelled()) return absl::CancelledError(cancel.Reason());
       if (::access(qmp.c_str(), F_OK) == 0 && QmpCommand(qmp, "query-status", milliseconds(2000)).ok()) {
@@ -366,10 +347,7 @@ class QemuVm : public Vm {
   }
 
   // Waits for QEMU to exit; true if it did within `d`.
-  bool WaitExit(milliseconds d) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return exit_cv_.wait_for(lock, d, [this] { return !running_; });
-  }
+  bool WaitExit(milliseconds d) { return process_ == nullptr || process_->WaitExit(d); }
 
   // Ends QEMU's process group (TERM, 2 s, KILL) and waits for it.
   void Kill() {
@@ -377,8 +355,7 @@ class QemuVm : public Vm {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
     }
-    kill_.Cancel("stop");
-    if (runner_.joinable()) runner_.join();
+    if (process_ != nullptr) process_->Kill();
   }
 
   const QemuDriverConfig& config_;
@@ -393,16 +370,13 @@ class QemuVm : public Vm {
   int port_ = 0;
   std::function<void(const std::string&)> progress_;
   std::unique_ptr<SshGuest> guest_;
-  std::thread runner_;
-  CancellationToken kill_;
 
-  std::mutex mu_;
-  std::condition_variable exit_cv_;
-  bool running_ = false;
-  bool exited_ = false;
-  bool stopping_ = false;
-  std::string exit_description_;
+  mutable std::mutex mu_;
+  bool stopping_ = false;  // an end after Stop()/Kill() is not a crash
+  std::string launch_error_;  // why QEMU's watcher could not start (its log could not be opened)
   CancellationToken ready_wait_;
+  // Last: destroyed (its watcher joined) before the state its exit callback touches.
+  std::unique_ptr<WatchedProcess> process_;
 };
 
 std::string StructString(const google::protobuf::Struct& s, const std::string& key) {
