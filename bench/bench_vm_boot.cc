@@ -31,6 +31,7 @@
 #include "common/sha256.h"
 #include "bench/bench_support.h"
 #include "tests/support/process_fixture.h"
+#include "tests/support/sshd_fixture.h"
 #include "tests/support/test_client.h"
 #include "vm/qemu_driver.h"
 
@@ -66,7 +67,7 @@ double RawBoot(const freeagent::vm::ImageManifest& m, const std::string& dir) {
   freeagent::ProcessOptions img;
   img.argv = {"qemu-img", "create", "-q", "-f", "qcow2", "-b", m.disk, "-F", "qcow2", overlay};
   if (!Must(freeagent::RunProcess(img), "qemu-img").Succeeded()) Die("qemu-img", absl::InternalError("failed"));
-  int port = 20000 + static_cast<int>(::getpid() % 20000);
+  int port = Must(freeagent::testing::FreeLoopbackPort(), "free port");
   freeagent::CancellationToken stop;
   freeagent::ProcessOptions q;
   q.argv = {"qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none", "-machine", "q35",

@@ -54,6 +54,15 @@ const std::vector<std::string> kQemuKeys = {"binary",         "img_binary",     
 const std::vector<std::string> kImageKeys = {"manifest", "base",           "user",     "key",       "host_key_fingerprint",
                                              "workspace_root", "cpus",     "memory_mb", "disk_gb"};
 
+// A duration key in whole seconds, at least 1.
+absl::Status GetSeconds(const ConfigReader& r, const std::string& key, std::chrono::seconds* value) {
+  uint32_t seconds = static_cast<uint32_t>(value->count());
+  RETURN_IF_ERROR(r.Get(key, &seconds));
+  if (seconds == 0) return r.Error(key, "must be at least 1");
+  *value = std::chrono::seconds(seconds);
+  return absl::OkStatus();
+}
+
 // The [qemu] table: disposable VMs on a Linux host.
 absl::Status ApplyQemuToml(const ConfigReader& r, vm::QemuDriverConfig* c) {
   RETURN_IF_ERROR(r.RejectUnknown("qemu", kQemuKeys));
@@ -66,11 +75,7 @@ absl::Status ApplyQemuToml(const ConfigReader& r, vm::QemuDriverConfig* c) {
   RETURN_IF_ERROR(r.Get("qemu.max_disk_gb", &c->max_disk_gb));
   RETURN_IF_ERROR(r.Get("qemu.default_cpus", &c->default_cpus));
   RETURN_IF_ERROR(r.Get("qemu.default_memory_mb", &c->default_memory_mb));
-  uint32_t boot_s = static_cast<uint32_t>(c->boot_timeout.count());
-  RETURN_IF_ERROR(r.Get("qemu.boot_timeout_seconds", &boot_s));
-  if (boot_s == 0) return r.Error("qemu.boot_timeout_seconds", "must be at least 1");
-  c->boot_timeout = std::chrono::seconds(boot_s);
-  return absl::OkStatus();
+  return GetSeconds(r, "qemu.boot_timeout_seconds", &c->boot_timeout);
 }
 
 const std::vector<std::string> kTartKeys = {"binary",          "ip_resolver",   "ip_wait_seconds",
@@ -91,17 +96,10 @@ absl::Status ApplyTartToml(const ConfigReader& r, vm::TartDriverConfig* c) {
   RETURN_IF_ERROR(r.Get("tart.max_cpus", &c->max_cpus));
   RETURN_IF_ERROR(r.Get("tart.max_memory_mb", &c->max_memory_mb));
   RETURN_IF_ERROR(r.Get("tart.max_disk_gb", &c->max_disk_gb));
-  const std::pair<const char*, std::chrono::seconds*> durations[] = {{"tart.ip_wait_seconds", &c->ip_wait},
-                                                                     {"tart.boot_timeout_seconds", &c->boot_timeout},
-                                                                     {"tart.stop_timeout_seconds", &c->stop_timeout},
-                                                                     {"tart.command_timeout_seconds", &c->command_timeout}};
-  for (const auto& [key, value] : durations) {
-    uint32_t seconds = static_cast<uint32_t>(value->count());
-    RETURN_IF_ERROR(r.Get(key, &seconds));
-    if (seconds == 0) return r.Error(key, "must be at least 1");
-    *value = std::chrono::seconds(seconds);
-  }
-  return absl::OkStatus();
+  RETURN_IF_ERROR(GetSeconds(r, "tart.ip_wait_seconds", &c->ip_wait));
+  RETURN_IF_ERROR(GetSeconds(r, "tart.boot_timeout_seconds", &c->boot_timeout));
+  RETURN_IF_ERROR(GetSeconds(r, "tart.stop_timeout_seconds", &c->stop_timeout));
+  return GetSeconds(r, "tart.command_timeout_seconds", &c->command_timeout);
 }
 
 // The [images.<name>] tables.

@@ -3,18 +3,17 @@
 // machine), and the host-side checks on QEMU processes.
 #pragma once
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/match.h"
 #include "common/fs.h"
 #include "common/process.h"
 
@@ -43,9 +42,9 @@ inline absl::StatusOr<std::string> TestImageManifest() {
 
 // True while `pid` runs (a zombie counts as gone).
 inline bool PidAlive(pid_t pid) {
-  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  auto text = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  return text.ok() && !absl::StrContains(*text, ") Z ");
+  if (pid <= 0) return false;
+  std::optional<ProcStat> stat = ReadProcStat(pid);
+  return stat.has_value() && stat->state != 'Z';
 }
 
 inline bool PathExists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
