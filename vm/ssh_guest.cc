@@ -143,12 +143,21 @@ struct SshGuest::Session {
   // in the session rather than the channel: two threads inside either at once take each other's replies
   // ("Failed waiting for channel success"). One such step at a time, held across its EAGAIN retries.
   std::mutex startup_mu;
+  // A shell kept open on its own channel for signalling process groups ("TERM 1234" runs
+  // kill -TERM -1234), opened with the session's first command: a cancel then costs one write instead
+  // of starting a new command, whose login shell start-up alone can take a second. The pointer is
+  // read and written under `mu`; opening and writing are serialized by signal_mu.
+  // Lock order: signal_mu, startup_mu, mu.
+  std::mutex signal_mu;
+  LIBSSH2_CHANNEL* signal_ch = nullptr;
+  bool signal_ch_tried = false;  // under signal_mu: opened once; a broken one is not reopened
   std::string where;  // "user@host:port"
 
   ~Session() {
     if (s != nullptr) {
       libssh2_session_set_blocking(s, 1);
       libssh2_session_set_timeout(s, 2000);
+      if (signal_ch != nullptr) libssh2_channel_free(signal_ch);
       if (sftp != nullptr) libssh2_sftp_shutdown(sftp);
       libssh2_session_disconnect(s, "bye");
       libssh2_session_free(s);
@@ -274,6 +283,66 @@ struct ChannelCloser {
     }
   }
 };
+
+// The signal shell's loop: one "SIGNAL PGID" line per signal; anything else is ignored.
+constexpr char kSignalLoop[] =
+    "exec /bin/sh -c 'while read -r s p; do case \"$s $p\" in "
+    "TERM\\ [0-9]*|KILL\\ [0-9]*) kill -$s -$p 2>/dev/null;; esac; done'";
+
+// Opens the session's signal shell once (best effort: without it signals go through RunQuick).
+void OpenSignalChannel(SshGuest::Session& ss, const CancellationToken& cancel) {
+  std::lock_guard<std::mutex> serial(ss.signal_mu);
+  if (ss.signal_ch_tried) return;
+  ss.signal_ch_tried = true;
+  Deadline deadline = Deadline::After(std::chrono::seconds(10));
+  auto ch = ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, cancel, deadline, "open signal channel");
+  if (!ch.ok()) return;
+  ChannelCloser closer{&ss, *ch};
+  if (!ss.Startup([&] { return libssh2_channel_exec(*ch, kSignalLoop); }, cancel, deadline, "start signal shell")
+           .ok()) {
+    return;
+  }
+  closer.ch = nullptr;
+  std::lock_guard<std::mutex> lock(ss.mu);
+  ss.signal_ch = *ch;
+}
+
+// Writes "SIGNAL PGID" to the signal shell; false if there is none or it is broken (then it is dropped).
+bool SendOverSignalChannel(SshGuest::Session& ss, const char* signal, long pgid) {
+  std::lock_guard<std::mutex> serial(ss.signal_mu);
+  LIBSSH2_CHANNEL* ch;
+  {
+    std::lock_guard<std::mutex> lock(ss.mu);
+    ch = ss.signal_ch;
+    if (ch == nullptr) return false;
+    // Whatever the shell printed (a login script's output) is read and dropped so its window stays open.
+    char buf[1024];
+    while (libssh2_channel_read(ch, buf, sizeof buf) > 0) {
+    }
+    while (libssh2_channel_read_stderr(ch, buf, sizeof buf) > 0) {
+    }
+    if (libssh2_channel_eof(ch) != 0) ch = nullptr;
+  }
+  std::string line = absl::StrCat(signal, " ", pgid, "\n");
+  size_t sent = 0;
+  Deadline deadline = Deadline::After(std::chrono::seconds(2));
+  while (ch != nullptr && sent < line.size()) {
+    auto n = ss.Retry([&] { return libssh2_channel_write(ch, line.data() + sent, line.size() - sent); },
+                      CancellationToken(), deadline, "signal");
+    if (!n.ok()) ch = nullptr;
+    else sent += static_cast<size_t>(*n);
+  }
+  if (ch != nullptr) return true;
+  // Broken: a half-written line must never be followed by another, so the channel is given up.
+  LIBSSH2_CHANNEL* broken;
+  {
+    std::lock_guard<std::mutex> lock(ss.mu);
+    broken = ss.signal_ch;
+    ss.signal_ch = nullptr;
+  }
+  ChannelCloser closer{&ss, broken};
+  return false;
+}
 
 absl::Status ConfigError(const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("ssh config: ", what));
@@ -500,6 +569,8 @@ absl::StatusOr<std::unique_ptr<SshGuest>> SshGuest::Connect(const SshConfig& con
         config.on_progress(absl::StrFormat("ssh: connected to %s after %d attempt%s in %.1f s (host key %s)",
                                            where, attempt, attempt == 1 ? "" : "s", elapsed, seen));
       }
+      // The signal shell starts now so it is ready long before a first cancel.
+      OpenSignalChannel(**session, cancel);
       return std::unique_ptr<SshGuest>(new SshGuest(config, std::move(*session), seen));
     }
     if (!absl::IsUnavailable(session.status())) return session.status();
@@ -556,6 +627,13 @@ absl::StatusOr<int> RunQuick(SshGuest::Session& ss, const std::string& command) 
   return libssh2_channel_get_exit_status(ch);
 }
 
+// Sends `signal` (TERM or KILL) to the guest's process group `pgid`: through the signal shell, or a
+// command of its own when that shell is not there.
+bool SignalGroup(SshGuest::Session& ss, const char* signal, long pgid) {
+  if (SendOverSignalChannel(ss, signal, pgid)) return true;
+  return RunQuick(ss, absl::StrCat("kill -", signal, " -", pgid, " 2>/dev/null; true")).ok();
+}
+
 // Reads the next piece of the command's stdin (preamble, script, then the caller's input).
 using StdinReader = std::function<absl::StatusOr<size_t>(char* buf, size_t cap)>;
 
@@ -570,6 +648,7 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
   std::string command = absl::StrCat("exec /bin/sh -c ", ShellQuote(kWrapper), " fa ", preamble.size(), " ",
                                      script.size());
   Deadline setup_deadline = Deadline::After(std::chrono::seconds(30)).Min(req.deadline);
+  OpenSignalChannel(ss, req.cancel);
   ASSIGN_OR_RETURN(LIBSSH2_CHANNEL * ch, ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, req.cancel,
                                                    setup_deadline, "open channel"));
   ChannelCloser closer{&ss, ch};
@@ -623,7 +702,7 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
   bool term_sent = false;
   // A failed kill channel (e.g. the server's session limit) is retried on the next round.
   auto send_term = [&]() {
-    if (RunQuick(ss, absl::StrCat("kill -TERM -", pgid, " 2>/dev/null; true")).ok()) {
+    if (SignalGroup(ss, "TERM", pgid)) {
       term_sent = true;
       kill_at = Clock::now() + req.kill_grace;
     }
@@ -702,7 +781,7 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
     if (kill_started && !term_sent && pgid > 1) {
       send_term();
     } else if (term_sent && !kill_sent && Clock::now() >= kill_at) {
-      kill_sent = RunQuick(ss, absl::StrCat("kill -KILL -", pgid, " 2>/dev/null; true")).ok();
+      kill_sent = SignalGroup(ss, "KILL", pgid);
     }
     // Something outside the group (e.g. started with its own setsid) may keep the output open after
     // the KILL, or the kill channel may keep failing: the command is over for us all the same.

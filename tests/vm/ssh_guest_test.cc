@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -239,6 +240,42 @@ TEST_F(SshGuestTest, CancelLeavesNoProcessBehind) {
   std::this_thread::sleep_for(milliseconds(200));
   EXPECT_EQ(Run(*g, "pgrep -f '[f]" + marker.substr(1) + "' || true"), "");
   EXPECT_EQ(Run(*g, "pgrep -x -f '[s]leep " + nap + "' || true"), "");
+}
+
+// The TERM travels over the session's signal shell: no new command (and no login shell start-up,
+// which can alone take a second) stands between the cancel and the signal.
+TEST_F(SshGuestTest, CancelSignalsTheStepWithinHalfASecond) {
+  auto g = MustConnect();
+  ASSERT_NE(g, nullptr);
+  // The signal shell starts with the connection; a first command gives it time to be up.
+  EXPECT_EQ(Run(*g, "echo up"), "up\n");
+  for (int round = 0; round < 3; ++round) {
+    ExecRequest r;
+    r.command = "trap 'echo TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done";
+    r.kill_grace = milliseconds(5000);
+    CancellationToken cancel;
+    r.cancel = cancel;
+    std::mutex mu;
+    std::string out;
+    std::chrono::steady_clock::time_point cancelled_at{}, term_at{};
+    r.on_stdout = [&](std::string_view b) {
+      std::lock_guard<std::mutex> lock(mu);
+      out.append(b);
+      if (cancelled_at == std::chrono::steady_clock::time_point{} && out.find("ready\n") != std::string::npos) {
+        cancelled_at = std::chrono::steady_clock::now();
+        cancel.Cancel("test");
+      }
+      if (term_at == std::chrono::steady_clock::time_point{} && out.find("TERM\n") != std::string::npos) {
+        term_at = std::chrono::steady_clock::now();
+      }
+    };
+    auto res = g->Exec(r);
+    ASSERT_TRUE(res.ok()) << res.status();
+    EXPECT_TRUE(res->cancelled);
+    EXPECT_EQ(res->exit_code, 7) << out;
+    ASSERT_NE(term_at, std::chrono::steady_clock::time_point{}) << out;
+    EXPECT_LT(term_at - cancelled_at, milliseconds(500)) << "round " << round;
+  }
 }
 
 TEST_F(SshGuestTest, BackgroundChildrenDoNotOutliveTheCommand) {
