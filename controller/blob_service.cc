@@ -3,11 +3,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <memory>
 
+#include <grpcpp/alarm.h>
+
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "controller/services.h"
 #include "proto/grpc_status.h"
 
@@ -76,9 +81,23 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadRequest> {
   bool has_trailer_ = false;
 };
 
+// Sends the bytes of `fd_` from pos_ on, one chunk in flight. By digest the file is a stored blob of
+// known size. By upload_id it is a streaming upload that may still be written: Next() sends what is
+// written, waits on an alarm when it has caught up, and ends with a digest-only chunk once the upload
+// is stored (or an error when it was abandoned, failed or went idle).
 class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk> {
  public:
-  DownloadReactor(BlobStore* blobs, const v1::DownloadRequest& request) : pos_(request.offset()) {
+  DownloadReactor(BlobStore* blobs, const v1::DownloadRequest& request)
+      : blobs_(blobs), upload_id_(request.digest().empty() ? request.upload_id() : ""), pos_(request.offset()) {
+    if (!upload_id_.empty()) {
+      if (absl::Status st = BlobStore::ValidateUploadId(upload_id_); !st.ok()) {
+        Finish(proto::ToGrpcStatus(st));
+        return;
+      }
+      started_ = std::chrono::steady_clock::now();
+      Next();
+      return;
+    }
     if (absl::Status st = BlobStore::ValidateDigest(request.digest()); !st.ok()) {
       Finish(proto::ToGrpcStatus(st));
       return;
@@ -109,18 +128,34 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
       return;
     }
+    if (done_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
     Next();
   }
+
+  void OnCancel() override { cancelled_ = true; }
 
   void OnDone() override { delete this; }
 
  private:
   void Next() {
+    if (!upload_id_.empty()) {
+      NextFollowing();
+      return;
+    }
     if (pos_ >= size_) {
       Finish(grpc::Status::OK);
       return;
     }
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size_ - pos_));
+    SendUpTo(size_);
+  }
+
+  // Reads the next chunk below `limit` and starts its write.
+  void SendUpTo(uint64_t limit) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkSize, limit - pos_));
+    chunk_.Clear();
     chunk_.set_offset(pos_);
     std::string* data = chunk_.mutable_data();
     data->resize(want);
@@ -138,9 +173,84 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
     StartWrite(&chunk_);
   }
 
+  void NextFollowing() {
+    if (cancelled_) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
+      return;
+    }
+    const BlobStore::FollowLimits& limits = blobs_->follow_limits();
+    absl::StatusOr<UploadProgress> p = blobs_->FollowUpload(upload_id_);
+    if (!p.ok()) {
+      if (absl::IsNotFound(p.status()) && std::chrono::steady_clock::now() - started_ < limits.start_wait) {
+        WaitAndRetry();  // announced, but its first bytes have not arrived yet
+        return;
+      }
+      Finish(proto::ToGrpcStatus(p.status()));
+      return;
+    }
+    if (p->state == UploadProgress::State::kFailed) {
+      Finish(grpc::Status(grpc::StatusCode::ABORTED,
+                          absl::StrCat("upload ", upload_id_, " was not stored: ", p->error)));
+      return;
+    }
+    if (fd_ < 0) {
+      // The partial, or the stored blob once the upload has been renamed into place. The open file
+      // stays readable across that rename.
+      const std::string path = p->state == UploadProgress::State::kStored
+                                   ? blobs_->PathFor(p->digest)
+                                   : blobs_->PartialPathFor("upload-" + upload_id_);
+      fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd_ < 0) {
+        if (errno == ENOENT) {
+          WaitAndRetry();
+          return;
+        }
+        Finish(grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("open ", path, ": ", std::strerror(errno))));
+        return;
+      }
+    }
+    const uint64_t readable = p->state == UploadProgress::State::kStored ? p->size : p->written;
+    if (pos_ < readable) {
+      SendUpTo(readable);
+      return;
+    }
+    if (p->state == UploadProgress::State::kStored) {
+      if (pos_ != p->size) {
+        Finish(grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                            absl::StrCat("offset ", pos_, " is beyond the stored blob's size ", p->size)));
+        return;
+      }
+      chunk_.Clear();
+      chunk_.set_offset(pos_);
+      chunk_.set_digest(p->digest);
+      chunk_.set_size(p->size);
+      done_ = true;
+      StartWrite(&chunk_);
+      return;
+    }
+    if (!p->sender_connected && UnixMillis() - p->last_change_ms > limits.idle.count()) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          absl::StrCat("upload ", upload_id_, " has had no sender and no new bytes for ",
+                                       limits.idle.count() / 1000, " s; try again later from offset ", pos_)));
+      return;
+    }
+    WaitAndRetry();
+  }
+
+  // Caught up with the writer: look again shortly, off the reaction.
+  void WaitAndRetry() {
+    alarm_.Set(std::chrono::system_clock::now() + std::chrono::milliseconds(2), [this](bool) { NextFollowing(); });
+  }
+
+  BlobStore* const blobs_;
+  const std::string upload_id_;  // empty: a download by digest
   uint64_t pos_;
   uint64_t size_ = 0;
   int fd_ = -1;
+  bool done_ = false;  // the last chunk is in flight
+  std::atomic<bool> cancelled_{false};
+  std::chrono::steady_clock::time_point started_;
+  grpc::Alarm alarm_;
   v1::DownloadChunk chunk_;
 };
 

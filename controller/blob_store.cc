@@ -187,12 +187,69 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::BeginUpload(const v1::Upl
     RETURN_IF_ERROR(st);
   }
   writer->received_ = header.offset();
+  if (streaming) NoteUploadStarted(header.upload_id(), header.offset());
   return writer;
 }
 
 void BlobStore::EndUpload(const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
   uploading_.erase(key);
+  if (key.rfind("upload-", 0) == 0) {
+    if (auto it = uploads_.find(key.substr(7)); it != uploads_.end()) it->second.sender_connected = false;
+  }
+}
+
+void BlobStore::NoteUploadStarted(const std::string& upload_id, uint64_t written) {
+  // Records of uploads that ended an hour ago are no use to a reader any more.
+  constexpr int64_t kKeepEndedMs = 3600 * 1000;
+  const int64_t now_ms = UnixMillis();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = uploads_.begin(); it != uploads_.end();) {
+    const bool ended = it->second.state != UploadProgress::State::kRunning;
+    it = ended && now_ms - it->second.last_change_ms > kKeepEndedMs ? uploads_.erase(it) : std::next(it);
+  }
+  UploadProgress& p = uploads_[upload_id];
+  p = UploadProgress();
+  p.written = written;
+  p.sender_connected = true;
+  p.last_change_ms = now_ms;
+}
+
+void BlobStore::NoteUploadWritten(const std::string& upload_id, uint64_t written) {
+  std::lock_guard<std::mutex> lock(mu_);
+  UploadProgress& p = uploads_[upload_id];
+  p.written = written;
+  p.last_change_ms = UnixMillis();
+}
+
+void BlobStore::NoteUploadEnded(const std::string& upload_id, const absl::StatusOr<v1::BlobInfo>& outcome) {
+  std::lock_guard<std::mutex> lock(mu_);
+  UploadProgress& p = uploads_[upload_id];
+  p.last_change_ms = UnixMillis();
+  if (outcome.ok()) {
+    p.state = UploadProgress::State::kStored;
+    p.digest = outcome->digest();
+    p.size = outcome->size();
+  } else {
+    p.state = UploadProgress::State::kFailed;
+    p.error = std::string(outcome.status().message());
+  }
+}
+
+absl::StatusOr<UploadProgress> BlobStore::FollowUpload(const std::string& upload_id) {
+  RETURN_IF_ERROR(ValidateUploadId(upload_id));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = uploads_.find(upload_id); it != uploads_.end()) return it->second;
+  }
+  struct stat st {};
+  if (::stat(PartialPathFor("upload-" + upload_id).c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("upload ", upload_id, " is unknown to the blob store"));
+  }
+  UploadProgress p;
+  p.written = static_cast<uint64_t>(st.st_size);
+  p.last_change_ms = int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1000000;
+  return p;
 }
 
 BlobWriter::~BlobWriter() {
@@ -217,6 +274,7 @@ absl::Status BlobWriter::Write(std::string_view data) {
     received_ += static_cast<uint64_t>(n);
     data.remove_prefix(static_cast<size_t>(n));
   }
+  if (streaming()) store_->NoteUploadWritten(upload_id_, received_);
   return absl::OkStatus();
 }
 
@@ -236,6 +294,12 @@ absl::StatusOr<v1::BlobInfo> BlobWriter::Finish() {
 }
 
 absl::StatusOr<v1::BlobInfo> BlobWriter::FinishStreaming(const v1::UploadTrailer& trailer) {
+  absl::StatusOr<v1::BlobInfo> outcome = FinishStreamingInner(trailer);
+  store_->NoteUploadEnded(upload_id_, outcome);
+  return outcome;
+}
+
+absl::StatusOr<v1::BlobInfo> BlobWriter::FinishStreamingInner(const v1::UploadTrailer& trailer) {
   const std::string partial = store_->PartialPathFor(key_);
   auto drop = [&] {
     ::close(fd_);

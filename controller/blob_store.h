@@ -2,9 +2,12 @@
 // <dir>/partial/<sha256>, are verified against the digest and only then renamed into place, so a
 // stored blob always matches its name. A partial upload is kept for resuming from its size.
 // A streaming upload (digest unknown until its last byte) goes to <dir>/partial/upload-<upload_id>
-// and is stored under the digest its trailer names once the bytes hash to it.
+// and is stored under the digest its trailer names once the bytes hash to it. A streaming upload can be
+// read while it is written (FollowUpload): readers follow the partial file up to the bytes written and
+// learn at the end whether it was stored (and as which digest) or abandoned.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -46,6 +49,7 @@ class BlobWriter {
  private:
   friend class BlobStore;
   BlobWriter(BlobStore* store, std::string digest, uint64_t size) : store_(store), digest_(std::move(digest)), size_(size) {}
+  absl::StatusOr<v1::BlobInfo> FinishStreamingInner(const v1::UploadTrailer& trailer);
   // Stores the verified partial as `digest` (rename, or drop it when the blob exists already).
   absl::StatusOr<v1::BlobInfo> Commit(const std::string& partial, const std::string& digest);
 
@@ -60,9 +64,30 @@ class BlobWriter {
   Sha256 hash_;
 };
 
+// What a reader of a streaming upload may do next (BlobStore::FollowUpload).
+struct UploadProgress {
+  enum class State { kRunning, kStored, kFailed };
+  State state = State::kRunning;
+  uint64_t written = 0;     // bytes of the partial that are written and may be read
+  bool sender_connected = false;
+  int64_t last_change_ms = 0;  // Unix ms of the last byte written or state change
+  std::string digest;       // kStored: the verified digest, readable at PathFor(digest)
+  uint64_t size = 0;        // kStored
+  std::string error;        // kFailed: why nothing was stored
+};
+
 class BlobStore {
  public:
   explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
+
+  // How long a reader of a streaming upload waits for an upload that has not started yet, and for one
+  // that stopped growing while no sender is connected, before it gives up.
+  struct FollowLimits {
+    std::chrono::milliseconds start_wait{std::chrono::seconds(30)};
+    std::chrono::milliseconds idle{std::chrono::minutes(5)};
+  };
+  void set_follow_limits(FollowLimits limits) { follow_limits_ = limits; }
+  const FollowLimits& follow_limits() const { return follow_limits_; }
 
   absl::Status Init();
 
@@ -92,6 +117,11 @@ class BlobStore {
   // The last touch of a stored blob is its file's mtime, so it survives a controller restart.
   absl::StatusOr<bool> Remove(const std::string& digest, int64_t unless_touched_since_ms);
 
+  // The state of streaming upload `upload_id` for a reader following it. NOT_FOUND when the store has
+  // neither a record nor a partial of it (it may not have started yet; see FollowLimits::start_wait).
+  // After a restart an upload with a partial and no record reads as running with no sender.
+  absl::StatusOr<UploadProgress> FollowUpload(const std::string& upload_id);
+
   std::string PathFor(const std::string& digest) const;
   // `key`: a digest, or "upload-<upload_id>" for a streaming upload.
   std::string PartialPathFor(const std::string& key) const;
@@ -99,6 +129,10 @@ class BlobStore {
  private:
   friend class BlobWriter;
   void EndUpload(const std::string& key);
+  // Streaming upload records for readers (FollowUpload). Ended records are kept for a while, then pruned.
+  void NoteUploadStarted(const std::string& upload_id, uint64_t written);
+  void NoteUploadWritten(const std::string& upload_id, uint64_t written);
+  void NoteUploadEnded(const std::string& upload_id, const absl::StatusOr<v1::BlobInfo>& outcome);
   // Records that `digest` was looked at or written now (for Remove): in memory, and as the stored
   // blob's mtime when it exists (the durable copy a restarted controller reads).
   void Touch(const std::string& digest);
@@ -110,6 +144,8 @@ class BlobStore {
   std::mutex mu_;
   std::set<std::string> uploading_;
   std::map<std::string, int64_t> touched_ms_;  // last Stat/Exists/upload per digest since start, Unix ms
+  std::map<std::string, UploadProgress> uploads_;  // streaming uploads by upload_id, under mu_
+  FollowLimits follow_limits_;
 };
 
 }  // namespace freeagent::controller

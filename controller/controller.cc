@@ -484,6 +484,7 @@ void Controller::DetachLocked(Job& job) {
 void Controller::RequeueLocked(Job& job, bool next_attempt, const std::string& why) {
   DetachLocked(job);
   v1::Build& b = job.build;
+  b.clear_uploading_artifacts();  // uploads of the ended attempt
   if (next_attempt) {
     if (b.attempt() >= options_.max_attempts) {
       FinishLocked(job, v1::JOB_STATE_ERROR,
@@ -940,6 +941,18 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
           break;
         }
         v1::Build& b = job->build;
+        if (p.has_uploading_artifact() && !p.uploading_artifact().path().empty()) {
+          // Clients may follow it now (BlobService.Download by upload_id) or take it once stored; one
+          // entry per path.
+          auto* uploading = b.mutable_uploading_artifacts();
+          auto same = std::find_if(uploading->begin(), uploading->end(),
+                                   [&](const v1::ArtifactInfo& a) { return a.path() == p.uploading_artifact().path(); });
+          if (same != uploading->end()) {
+            *same = p.uploading_artifact();
+          } else {
+            *uploading->Add() = p.uploading_artifact();
+          }
+        }
         // A worker restates its latest progress after each reconnect: the same report is no new event.
         if (b.state() == v1::JOB_STATE_RUNNING && b.phase() == p.phase() && b.step_index() == p.step_index() &&
             b.message() == p.message()) {
@@ -1005,6 +1018,7 @@ void Controller::HandleResultLocked(WorkerConnection& conn, const std::string& w
   b.set_exit_code(result.exit_code());
   b.set_failed_step(result.failed_step());
   *b.mutable_artifacts() = result.artifacts();
+  b.clear_uploading_artifacts();
   *b.mutable_phases() = result.phases();
   if (!result.artifacts().empty()) {
     if (absl::Status st = store_->PutArtifacts(b.id(), b.attempt(), result.artifacts()); !st.ok()) {

@@ -2,7 +2,11 @@
 // streaming upload (upload_id, digest in the trailer).
 #include <sys/stat.h>
 
+#include <atomic>
+#include <thread>
+
 #include "absl/strings/match.h"
+#include "controller/blob_store.h"
 #include "tests/controller/controller_fixture.h"
 
 namespace freeagent::controller::testing {
@@ -38,26 +42,78 @@ class BlobServiceTest : public ControllerTest {
   // A streaming upload of `data` from `offset`; a trailer naming `digest`/`size` unless `trailer` is false.
   grpc::Status UploadStreaming(const std::string& upload_id, uint64_t offset, const std::string& data,
                                bool trailer, const std::string& digest, uint64_t size, v1::BlobInfo* info) {
+    auto upload = StartUpload(upload_id, offset);
+    upload->Send(data);
+    grpc::Status st = trailer ? upload->End(digest, size) : upload->End();
+    if (info) *info = upload->info;
+    return st;
+  }
+
+  // Downloads streaming upload `upload_id` as it is written; `received` counts the data bytes so far.
+  // The last chunk (digest and size, no data) goes to `end`.
+  grpc::Status Follow(const std::string& upload_id, uint64_t offset, std::string* out, v1::DownloadChunk* end,
+                      std::atomic<size_t>* received) {
     grpc::ClientContext ctx;
-    v1::BlobInfo local;
-    auto writer = blobs_->Upload(&ctx, info ? info : &local);
-    v1::UploadRequest req;
-    req.mutable_header()->set_upload_id(upload_id);
-    req.mutable_header()->set_offset(offset);
-    writer->Write(req);
-    for (size_t pos = 0; pos < data.size(); pos += 1 << 20) {
-      v1::UploadRequest chunk;
-      chunk.set_data(data.substr(pos, 1 << 20));
-      if (!writer->Write(chunk)) break;
+    v1::DownloadRequest req;
+    req.set_upload_id(upload_id);
+    req.set_offset(offset);
+    auto reader = blobs_->Download(&ctx, req);
+    v1::DownloadChunk chunk;
+    while (reader->Read(&chunk)) {
+      EXPECT_EQ(chunk.offset(), offset + out->size());
+      if (!chunk.digest().empty()) {
+        EXPECT_TRUE(chunk.data().empty());
+        *end = chunk;
+        continue;
+      }
+      EXPECT_TRUE(end->digest().empty()) << "data after the last chunk";
+      out->append(chunk.data());
+      received->store(out->size());
     }
-    if (trailer) {
+    return reader->Finish();
+  }
+
+  // An upload stream kept open so a test can interleave its writes with a reader.
+  struct OpenUpload {
+    grpc::ClientContext ctx;
+    v1::BlobInfo info;
+    std::unique_ptr<grpc::ClientWriter<v1::UploadRequest>> writer;
+    bool Send(const std::string& data) {
+      for (size_t pos = 0; pos < data.size(); pos += 1 << 20) {
+        v1::UploadRequest chunk;
+        chunk.set_data(data.substr(pos, 1 << 20));
+        if (!writer->Write(chunk)) return false;
+      }
+      return true;
+    }
+    // Ends with a trailer naming `digest`/`size`.
+    grpc::Status End(const std::string& digest, uint64_t size) {
       v1::UploadRequest t;
       t.mutable_trailer()->set_digest(digest);
       t.mutable_trailer()->set_size(size);
       writer->Write(t);
+      return End();
     }
-    writer->WritesDone();
-    return writer->Finish();
+    // Ends without a trailer (a cut stream).
+    grpc::Status End() {
+      writer->WritesDone();
+      return writer->Finish();
+    }
+  };
+
+  std::unique_ptr<OpenUpload> StartUpload(const std::string& upload_id, uint64_t offset = 0) {
+    auto u = std::make_unique<OpenUpload>();
+    u->writer = blobs_->Upload(&u->ctx, &u->info);
+    v1::UploadRequest req;
+    req.mutable_header()->set_upload_id(upload_id);
+    req.mutable_header()->set_offset(offset);
+    u->writer->Write(req);
+    return u;
+  }
+
+  static bool WaitFor(const std::function<bool()>& cond) {
+    for (int i = 0; i < 1000 && !cond(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return cond();
   }
 
   std::string PartialOf(const std::string& upload_id) {
@@ -216,6 +272,137 @@ TEST_F(BlobServiceTest, StreamingUploadWithAWrongTrailerOrAbandonedStoresNothing
   struct stat sb {};
   EXPECT_NE(::stat(PartialOf(id3).c_str(), &sb), 0);
   EXPECT_FALSE(Stat(Sha256Hex(data)).exists());
+}
+
+TEST_F(BlobServiceTest, DownloadByUploadIdFollowsTheUploadAndEndsWithItsDigest) {
+  const std::string id(32, '1');
+  const std::string data = RandomBytes(5 * (1 << 20) + 4321, 21);
+  const std::string digest = Sha256Hex(data);
+  const size_t first = 2 * (1 << 20) + 17;
+
+  // The reader starts before the upload does (it was announced, its header is still on the way).
+  std::string got;
+  v1::DownloadChunk end;
+  std::atomic<size_t> received{0};
+  grpc::Status read_status;
+  std::thread reader([&] { read_status = Follow(id, 0, &got, &end, &received); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+
+  auto upload = StartUpload(id);
+  ASSERT_TRUE(upload->Send(data.substr(0, first)));
+  // The reader has the first bytes while the upload is still open: the transfers overlap.
+  EXPECT_TRUE(WaitFor([&] { return received.load() == first; })) << received.load();
+  EXPECT_TRUE(end.digest().empty());
+  ASSERT_TRUE(upload->Send(data.substr(first)));
+  grpc::Status st = upload->End(digest, data.size());
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  reader.join();
+  ASSERT_TRUE(read_status.ok()) << read_status.error_message();
+  EXPECT_TRUE(got == data) << "followed " << got.size() << " bytes of " << data.size();
+  EXPECT_EQ(end.digest(), digest);
+  EXPECT_EQ(end.size(), data.size());
+
+  // After the upload is stored, a download by its id still works (from the stored blob), and resumes.
+  std::string tail;
+  v1::DownloadChunk end2;
+  st = Follow(id, first, &tail, &end2, &received);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(tail == data.substr(first));
+  EXPECT_EQ(end2.digest(), digest);
+}
+
+TEST_F(BlobServiceTest, DownloadByUploadIdFailsWhenTheUploadIsAbandonedOrWrong) {
+  const std::string data = RandomBytes(3 * (1 << 20), 22);
+  for (const bool abandon : {true, false}) {
+    const std::string id(32, abandon ? '2' : '3');
+    auto upload = StartUpload(id);
+    ASSERT_TRUE(upload->Send(data.substr(0, 1 << 20)));
+    std::string got;
+    v1::DownloadChunk end;
+    std::atomic<size_t> received{0};
+    grpc::Status read_status;
+    std::thread reader([&] { read_status = Follow(id, 0, &got, &end, &received); });
+    EXPECT_TRUE(WaitFor([&] { return received.load() == (1u << 20); }));
+    ASSERT_TRUE(upload->Send(data.substr(1 << 20)));
+    // Abandoned by the sender (empty trailer digest), or bytes that do not hash to the trailer's digest.
+    grpc::Status st = upload->End(abandon ? "" : Sha256Hex("other bytes"), data.size());
+    EXPECT_FALSE(st.ok());
+    reader.join();
+    EXPECT_EQ(read_status.error_code(), grpc::StatusCode::ABORTED) << read_status.error_message();
+    EXPECT_TRUE(absl::StrContains(read_status.error_message(), id)) << read_status.error_message();
+    EXPECT_TRUE(absl::StrContains(read_status.error_message(), abandon ? "abandoned" : "sha256"))
+        << read_status.error_message();
+    EXPECT_TRUE(end.digest().empty()) << "an unstored upload was reported stored";
+  }
+
+  grpc::ClientContext ctx;
+  v1::DownloadRequest req;
+  req.set_upload_id("../x");
+  auto reader = blobs_->Download(&ctx, req);
+  v1::DownloadChunk chunk;
+  while (reader->Read(&chunk)) {
+  }
+  grpc::Status st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+}
+
+TEST(BlobStoreFollow, ReportsProgressStoredAndFailedUploads) {
+  const std::string dir = ::testing::TempDir() + "/follow-" + std::to_string(::getpid());
+  BlobStore store(dir);
+  ASSERT_TRUE(store.Init().ok());
+  const std::string id(32, '4');
+  EXPECT_TRUE(absl::IsNotFound(store.FollowUpload(id).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(store.FollowUpload("nope").status()));
+  const std::string data = "some artifact bytes";
+  {
+    v1::UploadHeader h;
+    h.set_upload_id(id);
+    auto w = store.BeginUpload(h);
+    ASSERT_TRUE(w.ok()) << w.status();
+    ASSERT_TRUE((*w)->Write(data).ok());
+    auto p = store.FollowUpload(id);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(p->state, UploadProgress::State::kRunning);
+    EXPECT_EQ(p->written, data.size());
+    EXPECT_TRUE(p->sender_connected);
+  }
+  // The sender went away without a trailer: still running (resumable), nobody sending.
+  auto p = store.FollowUpload(id);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->state, UploadProgress::State::kRunning);
+  EXPECT_FALSE(p->sender_connected);
+  {
+    v1::UploadHeader h;
+    h.set_upload_id(id);
+    h.set_offset(data.size());
+    auto w = store.BeginUpload(h);
+    ASSERT_TRUE(w.ok()) << w.status();
+    v1::UploadTrailer t;
+    t.set_digest(Sha256Hex(data));
+    t.set_size(data.size());
+    ASSERT_TRUE((*w)->FinishStreaming(t).ok());
+  }
+  p = store.FollowUpload(id);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->state, UploadProgress::State::kStored);
+  EXPECT_EQ(p->digest, Sha256Hex(data));
+  EXPECT_EQ(p->size, data.size());
+
+  // After a restart only the partial tells: an unfinished upload reads as running with no sender.
+  const std::string id2(32, '5');
+  {
+    v1::UploadHeader h;
+    h.set_upload_id(id2);
+    auto w = store.BeginUpload(h);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Write(data).ok());
+  }
+  BlobStore restarted(dir);
+  p = restarted.FollowUpload(id2);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->state, UploadProgress::State::kRunning);
+  EXPECT_EQ(p->written, data.size());
+  EXPECT_FALSE(p->sender_connected);
 }
 
 TEST_F(BlobServiceTest, MalformedUploadIdAndTrailerMisuseAreInvalidArgument) {
