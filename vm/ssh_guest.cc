@@ -1095,7 +1095,8 @@ absl::StatusOr<TransferResult> SshGuest::Download(const std::string& remote_path
     sha.Update(buf.data(), static_cast<size_t>(n));
     RETURN_IF_ERROR(WriteAll(out, buf.data(), static_cast<size_t>(n), local_path));
   }
-  if (::fsync(out) != 0) return ErrnoStatus(errno, "fsync", local_path);
+  // No fsync: the copy is a host-side working file (the blob store makes the durable one), and
+  // flushing it would put a whole disk write on the collection's critical path.
   result.sha256 = sha.FinishHex();
   keep = true;
   return result;
