@@ -117,7 +117,8 @@ GrowingFile::State GrowingFile::WaitForEnd(std::chrono::milliseconds wait) const
 }
 
 absl::Status BlobClient::UploadGrowing(const std::string& local_path, const GrowingFile& file,
-                                       const CancellationToken& cancel) {
+                                       const CancellationToken& cancel,
+                                       const std::function<void(const std::string& upload_id)>& /*on_started*/) {
   GrowingFile::State st;
   while (!(st = file.WaitForEnd(std::chrono::milliseconds(100))).ended) {
     if (cancel.IsCancelled()) return absl::CancelledError(cancel.Reason());
@@ -216,17 +217,24 @@ absl::Status GrpcBlobClient::UploadOnce(const std::string& local_path, const std
 }
 
 absl::Status GrpcBlobClient::UploadGrowing(const std::string& local_path, const GrowingFile& file,
-                                           const CancellationToken& cancel) {
+                                           const CancellationToken& cancel,
+                                           const std::function<void(const std::string& upload_id)>& on_started) {
   const std::string upload_id = RandomUploadId();
+  bool announced = false;
+  auto on_header = [&] {
+    if (announced || !on_started) return;
+    announced = true;
+    on_started(upload_id);
+  };
   return WithRetries(
       absl::StrCat(local_path, " (upload ", upload_id.substr(0, 12), ")"), cancel,
-      [&](bool resumed) { return UploadGrowingOnce(local_path, file, upload_id, cancel, resumed); },
+      [&](bool resumed) { return UploadGrowingOnce(local_path, file, upload_id, cancel, resumed, on_header); },
       [&] { return file.Get().failed; });
 }
 
 absl::Status GrpcBlobClient::UploadGrowingOnce(const std::string& local_path, const GrowingFile& file,
                                                const std::string& upload_id, const CancellationToken& cancel,
-                                               bool resumed) {
+                                               bool resumed, const std::function<void()>& on_header) {
   const auto writer_failed = [&file] { return file.Get().failed; };
   uint64_t offset = 0;
   if (resumed) {
@@ -257,6 +265,8 @@ absl::Status GrpcBlobClient::UploadGrowingOnce(const std::string& local_path, co
   header.mutable_header()->set_upload_id(upload_id);
   header.mutable_header()->set_offset(offset);
   bool ok = writer->Write(header);
+  // Readers wait a while for an announced upload whose header is still on its way.
+  if (ok) on_header();
   std::string buf(kBlobChunkBytes, '\0');
   v1::UploadRequest chunk;
   uint64_t pos = offset;

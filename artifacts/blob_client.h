@@ -64,8 +64,14 @@ class BlobClient {
   // Stores the host file `local_path` that `file`'s writer is still producing, as the blob the writer
   // reports at Finish. ABORTED when the writer fails (nothing is stored). This default waits for the
   // writer, then calls UploadFile; GrpcBlobClient sends the bytes as they are written.
+  // `on_started`, when set, is called once with the upload's id as soon as the store has the upload,
+  // so others can follow it (BlobService.Download by upload_id); the default never calls it.
   virtual absl::Status UploadGrowing(const std::string& local_path, const GrowingFile& file,
-                                     const CancellationToken& cancel);
+                                     const CancellationToken& cancel,
+                                     const std::function<void(const std::string& upload_id)>& on_started);
+  absl::Status UploadGrowing(const std::string& local_path, const GrowingFile& file, const CancellationToken& cancel) {
+    return UploadGrowing(local_path, file, cancel, nullptr);
+  }
 };
 
 // Uploads survive a lost controller connection: an interrupted upload (the controller restarted, the
@@ -89,14 +95,15 @@ class GrpcBlobClient : public BlobClient {
   absl::StatusOr<vm::TransferResult> DownloadFile(const std::string& digest, const std::string& local_path,
                                                   const CancellationToken& cancel) override;
   // A streaming upload (an upload_id, the digest in the trailer) that resumes like UploadFile.
-  absl::Status UploadGrowing(const std::string& local_path, const GrowingFile& file,
-                             const CancellationToken& cancel) override;
+  absl::Status UploadGrowing(const std::string& local_path, const GrowingFile& file, const CancellationToken& cancel,
+                             const std::function<void(const std::string& upload_id)>& on_started) override;
+  using BlobClient::UploadGrowing;
 
  private:
   absl::StatusOr<freeagent::v1::BlobInfo> Stat(const freeagent::v1::StatRequest& request);
   // One streaming attempt from the partial size the controller holds for `upload_id`.
   absl::Status UploadGrowingOnce(const std::string& local_path, const GrowingFile& file, const std::string& upload_id,
-                                 const CancellationToken& cancel, bool resumed);
+                                 const CancellationToken& cancel, bool resumed, const std::function<void()>& on_header);
   // Retries `attempt` with backoff while it fails with a resumable error, for up to retry_for.
   absl::Status WithRetries(const std::string& what, const CancellationToken& cancel,
                            const std::function<absl::Status(bool resumed)>& attempt,

@@ -189,7 +189,16 @@ absl::StatusOr<std::vector<CollectedFile>> Collect(vm::Guest& guest, const std::
     absl::Status uploaded = absl::UnknownError("not uploaded");
     std::thread uploader;
     if (options.upload_to != nullptr) {
-      uploader = std::thread([&] { uploaded = options.upload_to->UploadGrowing(file.local_path, growing, options.cancel); });
+      auto on_started = [&](const std::string& upload_id) {
+        if (!options.announce) return;
+        v1::ArtifactInfo info;
+        info.set_name(BaseName(rel));
+        info.set_path(rel);
+        info.set_upload_id(upload_id);
+        options.announce(info);
+      };
+      uploader = std::thread(
+          [&] { uploaded = options.upload_to->UploadGrowing(file.local_path, growing, options.cancel, on_started); });
     }
     absl::StatusOr<vm::TransferResult> t = guest.Download(listing.root + "/" + rel, file.local_path,
                                                           job_limit_binds ? job_left : file_limit, options.cancel);

@@ -61,6 +61,9 @@ struct CollectOptions {
   // so the two transfers overlap. A file whose overlapped upload fails is uploaded again, whole, by
   // UploadArtifacts.
   BlobClient* upload_to = nullptr;
+  // Told about each file whose overlapped upload has started (name, path, upload_id), so clients can
+  // download it while it is uploaded. May be null.
+  std::function<void(const freeagent::v1::ArtifactInfo& uploading)> announce;
 };
 
 struct CollectedFile {

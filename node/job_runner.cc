@@ -122,7 +122,12 @@ void JobRunner::Note(std::string_view text) {
   SendProgress(message);
 }
 
-void JobRunner::SendProgress(const std::string& message) {
+void JobRunner::AnnounceArtifact(const v1::ArtifactInfo& artifact) {
+  SendProgress(absl::StrCat(artifact.upload_id().empty() ? "stored artifact " : "uploading artifact ", artifact.path()),
+               &artifact);
+}
+
+void JobRunner::SendProgress(const std::string& message, const v1::ArtifactInfo* artifact) {
   if (!callbacks_.progress) return;
   v1::JobProgress p;
   p.set_job_id(job_.job_id());
@@ -133,6 +138,7 @@ void JobRunner::SendProgress(const std::string& message) {
   p.set_step_name(step_name_);
   p.set_message(message);
   p.set_unix_ms(UnixMillis());
+  if (artifact != nullptr) *p.mutable_uploading_artifact() = *artifact;
   callbacks_.progress(p);
 }
 
@@ -380,6 +386,7 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
     copts.upload_to = blobs_;  // each file goes to the blob store while it is downloaded
     copts.download_dir = download_dir;
     copts.note = [this](std::string_view text) { Note(text); };
+    copts.announce = [this](const v1::ArtifactInfo& uploading) { AnnounceArtifact(uploading); };
     copts.cancel = cancel_;
     std::vector<v1::ArtifactRule> rules(spec.artifacts().begin(), spec.artifacts().end());
     absl::StatusOr<std::vector<artifacts::CollectedFile>> files =
@@ -392,7 +399,10 @@ JobRunner::Outcome JobRunner::RunPhases(v1::JobResult* result) {
     EnterPhase(v1::PHASE_UPLOADING_ARTIFACTS, "uploading artifacts");
     absl::StatusOr<std::vector<v1::ArtifactInfo>> infos = artifacts::UploadArtifacts(*blobs_, *files, cancel_);
     if (!infos.ok()) return FromStatus(infos.status(), v1::JOB_STATE_ERROR);
-    for (v1::ArtifactInfo& info : *infos) *result->add_artifacts() = std::move(info);
+    for (v1::ArtifactInfo& info : *infos) {
+      AnnounceArtifact(info);  // stored: clients waiting for the build's artifacts may take it now
+      *result->add_artifacts() = std::move(info);
+    }
   }
   if (cancel_.IsCancelled()) return CancelledOutcome();
   EnterPhase(v1::PHASE_CLEANING_UP, "cleaning up");

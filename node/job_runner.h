@@ -83,7 +83,10 @@ class JobRunner {
   // A line of the worker's own (no newline), reported as progress in the current phase and step,
   // never written into the log. Secrets are redacted here too.
   void Note(std::string_view text);
-  void SendProgress(const std::string& message);
+  // `artifact`, when set, announces an artifact whose upload has started (upload_id) or that is stored
+  // (sha256): JobProgress.uploading_artifact.
+  void SendProgress(const std::string& message, const v1::ArtifactInfo* artifact = nullptr);
+  void AnnounceArtifact(const v1::ArtifactInfo& artifact);
   static std::vector<std::string> SecretValues(const freeagent::v1::BuildJob& job);
 
   freeagent::v1::BuildJob job_;
