@@ -149,22 +149,74 @@ absl::StatusOr<std::string> SafeArtifactFileName(const std::string& name) {
   return base;
 }
 
+namespace {
+
+// Streams `request` into `fd` (the part file, already holding `*offset` bytes that `hash` has seen),
+// checking that chunks arrive in order. A download by upload_id ends with a chunk naming the stored
+// digest and size, returned in `*end`.
+absl::Status Receive(BlobService::StubInterface* blobs, const freeagent::v1::DownloadRequest& request,
+                     const std::string& name, int fd, const std::string& part, uint64_t expected_size,
+                     bool show_progress, uint64_t* offset, Sha256* hash, freeagent::v1::DownloadChunk* end) {
+  grpc::ClientContext context;
+  auto reader = blobs->Download(&context, request);
+  std::unique_ptr<Progress> progress;
+  if (show_progress) progress = std::make_unique<Progress>("download " + name, expected_size);
+  freeagent::v1::DownloadChunk chunk;
+  absl::Status write_status;
+  while (reader->Read(&chunk)) {
+    if (chunk.offset() != *offset) {
+      write_status = absl::DataLossError(absl::StrCat("download of ", name, ": chunk at offset ", chunk.offset(),
+                                                      ", expected ", *offset));
+      break;
+    }
+    if (!chunk.digest().empty()) {
+      *end = chunk;
+      continue;
+    }
+    write_status = WriteAll(fd, chunk.data(), part);
+    if (!write_status.ok()) break;
+    hash->Update(chunk.data());
+    *offset += chunk.data().size();
+    if (progress) progress->Update(*offset);
+  }
+  if (!write_status.ok()) {
+    context.TryCancel();
+    reader->Finish().ok();
+    return write_status;
+  }
+  grpc::Status status = reader->Finish();
+  if (progress) progress->Finish();
+  // The part file keeps what arrived so a later run resumes from there.
+  return freeagent::proto::FromGrpcStatus(status);
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
                                              const ArtifactInfo& artifact, const std::string& dir,
-                                             const DownloadOptions& options) {
+                                             const DownloadOptions& options, ArtifactInfo* stored) {
   ASSIGN_OR_RETURN(std::string name, SafeArtifactFileName(artifact.name()));
-  if (!IsSha256Hex(artifact.sha256())) {
+  // An artifact still being uploaded is followed by its upload_id; its digest comes at the end.
+  const bool following = artifact.sha256().empty() && !artifact.upload_id().empty();
+  if (!following && !IsSha256Hex(artifact.sha256())) {
     return absl::InvalidArgumentError(
         absl::StrCat("artifact ", name, " has no valid sha256: \"", artifact.sha256(), "\""));
   }
+  if (following) RETURN_IF_ERROR(ValidateUploadId(artifact.upload_id()));
   RETURN_IF_ERROR(MakeDirs(dir));
   const std::string target = absl::StrCat(dir, "/", name);
-  const std::string part = absl::StrCat(dir, "/.", name, ".part");
+  // A followed upload's part file is its own: its bytes are a prefix of that upload only.
+  const std::string part = following ? absl::StrCat(dir, "/.", name, ".", artifact.upload_id().substr(0, 16), ".part")
+                                     : absl::StrCat(dir, "/.", name, ".part");
 
   struct stat st;
-  if (lstat(target.c_str(), &st) == 0) {
+  const bool target_exists = lstat(target.c_str(), &st) == 0;
+  if (target_exists && !following) {
     absl::StatusOr<std::string> have = Sha256File(target);
-    if (have.ok() && *have == artifact.sha256()) return target;
+    if (have.ok() && *have == artifact.sha256()) {
+      if (stored != nullptr) *stored = artifact;
+      return target;
+    }
     if (!options.force) {
       return absl::FailedPreconditionError(absl::StrCat(
           target, " exists with different content; remove it or pass --force"));
@@ -173,7 +225,7 @@ absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
 
   Sha256 hash;
   ASSIGN_OR_RETURN(uint64_t offset, HashExisting(part, &hash));
-  if (offset > artifact.size()) {
+  if (!following && offset > artifact.size()) {
     // Not a prefix of this artifact: start over.
     if (unlink(part.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "unlink", part);
     hash = Sha256();
@@ -183,49 +235,66 @@ absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
   FdCloser out{open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
   if (out.fd < 0) return ErrnoStatus(errno, "open", part);
 
-  if (offset < artifact.size()) {
-    grpc::ClientContext context;
+  std::string want_digest = artifact.sha256();
+  uint64_t want_size = artifact.size();
+  if (following) {
+    freeagent::v1::DownloadRequest request;
+    request.set_upload_id(artifact.upload_id());
+    request.set_offset(offset);
+    freeagent::v1::DownloadChunk end;
+    RETURN_IF_ERROR(Receive(blobs, request, name, out.fd, part, 0, options.show_progress, &offset, &hash, &end));
+    if (end.digest().empty()) {
+      return absl::UnavailableError(absl::StrCat("download of ", name, " ended before its upload was stored"));
+    }
+    want_digest = end.digest();
+    want_size = end.size();
+  } else if (offset < artifact.size()) {
     freeagent::v1::DownloadRequest request;
     request.set_digest(artifact.sha256());
     request.set_offset(offset);
-    auto reader = blobs->Download(&context, request);
-    std::unique_ptr<Progress> progress;
-    if (options.show_progress) progress = std::make_unique<Progress>("download " + name, artifact.size());
-    freeagent::v1::DownloadChunk chunk;
-    absl::Status write_status;
-    while (reader->Read(&chunk)) {
-      if (chunk.offset() != offset) {
-        write_status = absl::DataLossError(absl::StrCat("download of ", name, ": chunk at offset ",
-                                                        chunk.offset(), ", expected ", offset));
-        break;
-      }
-      write_status = WriteAll(out.fd, chunk.data(), part);
-      if (!write_status.ok()) break;
-      hash.Update(chunk.data());
-      offset += chunk.data().size();
-      if (progress) progress->Update(offset);
-    }
-    if (!write_status.ok()) {
-      context.TryCancel();
-      reader->Finish().ok();
-      return write_status;
-    }
-    grpc::Status status = reader->Finish();
-    if (progress) progress->Finish();
-    // The part file keeps what arrived so a later run resumes from there.
-    if (!status.ok()) return freeagent::proto::FromGrpcStatus(status);
+    freeagent::v1::DownloadChunk end;
+    RETURN_IF_ERROR(Receive(blobs, request, name, out.fd, part, artifact.size(), options.show_progress, &offset,
+                            &hash, &end));
   }
 
   std::string digest = hash.FinishHex();
-  if (offset != artifact.size() || digest != artifact.sha256()) {
+  if (offset != want_size || digest != want_digest) {
     unlink(part.c_str());
     return absl::DataLossError(absl::StrCat("artifact ", name, ": got ", offset, " bytes with sha256 ",
-                                            digest, ", expected ", artifact.size(), " bytes with ",
-                                            artifact.sha256()));
+                                            digest, ", expected ", want_size, " bytes with ", want_digest));
+  }
+  if (stored != nullptr) {
+    *stored = artifact;
+    stored->set_sha256(digest);
+    stored->set_size(offset);
+    stored->clear_upload_id();
+  }
+  if (target_exists && following) {
+    // Only now is the content known: the same file stays, a different one is kept unless --force.
+    absl::StatusOr<std::string> have = Sha256File(target);
+    if (have.ok() && *have == digest) {
+      unlink(part.c_str());
+      return target;
+    }
+    if (!options.force) {
+      unlink(part.c_str());
+      return absl::FailedPreconditionError(absl::StrCat(
+          target, " exists with different content; remove it or pass --force"));
+    }
   }
   if (fsync(out.fd) != 0) return ErrnoStatus(errno, "fsync", part);
   if (rename(part.c_str(), target.c_str()) != 0) return ErrnoStatus(errno, "rename", part);
   return target;
+}
+
+absl::Status ValidateUploadId(const std::string& upload_id) {
+  bool ok = upload_id.size() == 32;
+  for (char c : upload_id) ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("upload_id \"", upload_id.substr(0, 80), "\" is not 32 lowercase hex characters"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace freeagent::cli

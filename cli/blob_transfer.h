@@ -32,10 +32,18 @@ struct DownloadOptions {
 // part file is renamed into place. A file already there with the same sha256 is kept as is; one
 // with different content is FAILED_PRECONDITION unless `force`. A digest mismatch is DATA_LOSS
 // and removes the part file. Returns the final path.
+// An artifact still being uploaded (sha256 empty, upload_id set) is downloaded while it is uploaded:
+// the bytes follow the upload into `dir`/.<name>.<upload id prefix>.part (resumed the same way) and
+// are verified against the digest the controller stored the upload as; ABORTED when the upload was
+// abandoned. `stored`, when set, receives the artifact with its verified sha256 and size.
 absl::StatusOr<std::string> DownloadArtifact(freeagent::v1::BlobService::StubInterface* blobs,
                                              const freeagent::v1::ArtifactInfo& artifact,
                                              const std::string& dir,
-                                             const DownloadOptions& options = {});
+                                             const DownloadOptions& options = {},
+                                             freeagent::v1::ArtifactInfo* stored = nullptr);
+
+// INVALID_ARGUMENT unless `upload_id` is 32 lowercase hex characters.
+absl::Status ValidateUploadId(const std::string& upload_id);
 
 // The file name an artifact is saved under: its base name, never a path that could leave the
 // download directory. INVALID_ARGUMENT for names like "", ".", "..".

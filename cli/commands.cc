@@ -4,7 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <map>
+#include <set>
+#include <thread>
 
 #include <grpcpp/client_context.h>
 
@@ -27,6 +31,7 @@
 namespace freeagent::cli {
 namespace {
 
+using freeagent::v1::ArtifactInfo;
 using freeagent::v1::BlobService;
 using freeagent::v1::Build;
 using freeagent::v1::BuildService;
@@ -94,10 +99,68 @@ absl::StatusOr<std::string> UploadSource(BlobService::Stub* blobs, const std::st
   return digest;
 }
 
+// Artifacts downloaded while their build ran, by path in the workspace: the verified artifact and the file.
+struct Fetched {
+  ArtifactInfo info;
+  std::string path;
+};
+using FetchedMap = std::map<std::string, Fetched>;
+
+// True when the running attempt of `build` has stored all its artifacts: it is cleaning up after the
+// upload phase, and every artifact it announced is stored (has its sha256).
+bool ArtifactsComplete(const Build& build) {
+  if (build.phase() != freeagent::v1::PHASE_CLEANING_UP) return false;
+  bool uploaded = false;
+  for (const auto& e : build.events()) {
+    uploaded = uploaded || (e.attempt() == build.attempt() && e.phase() == freeagent::v1::PHASE_UPLOADING_ARTIFACTS);
+  }
+  if (!uploaded) return false;
+  for (const ArtifactInfo& a : build.uploading_artifacts()) {
+    if (a.sha256().empty()) return false;
+  }
+  return true;
+}
+
+// Polls build `id` until it ends, downloading each artifact as soon as its upload is announced
+// (Build.uploading_artifacts), so the download overlaps the upload. A followed download that fails
+// is only reported: DownloadAll fetches that artifact by digest afterwards. Returns the ended build,
+// or, once the running attempt has stored all its artifacts (ArtifactsComplete), the build with
+// those as its artifacts, without waiting for the machine's clean-up. `fetched` gets what arrived.
+absl::StatusOr<Build> FollowArtifacts(BuildService::Stub* builds, BlobService::Stub* blobs, const std::string& id,
+                                      const std::string& dir, bool force, bool show_progress, FetchedMap* fetched) {
+  std::set<std::string> tried;
+  for (;;) {
+    ASSIGN_OR_RETURN(Build build, GetBuild(builds, id));
+    if (IsTerminal(build.state())) return build;
+    if (ArtifactsComplete(build)) {
+      *build.mutable_artifacts() = build.uploading_artifacts();
+      return build;
+    }
+    bool started = false;
+    for (const ArtifactInfo& a : build.uploading_artifacts()) {
+      if (a.upload_id().empty() || !tried.insert(a.upload_id()).second) continue;
+      started = true;
+      DownloadOptions options;
+      options.force = force;
+      options.show_progress = show_progress;
+      ArtifactInfo stored;
+      absl::StatusOr<std::string> path = DownloadArtifact(blobs, a, dir, options, &stored);
+      if (path.ok()) {
+        (*fetched)[a.path()] = Fetched{stored, *path};
+      } else {
+        Err(absl::StrCat("==> artifact ", a.path(), ": the download during its upload failed (",
+                         path.status().message(), "); it is fetched again when the build ends"));
+      }
+    }
+    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 // Downloads every artifact of `build`. Reports each as "<sha256>  <path>" (sha256sum format) on
-// stdout, or as a "==>" line on stderr when stdout carries the log (`to_stderr`).
+// stdout, or as a "==>" line on stderr when stdout carries the log (`to_stderr`). Artifacts in
+// `fetched` with the same sha256 are not downloaded again.
 absl::Status DownloadAll(BlobService::Stub* blobs, const Build& build, const std::string& dir,
-                         bool force, bool json, bool to_stderr) {
+                         bool force, bool json, bool to_stderr, const FetchedMap& fetched = {}) {
   if (build.artifacts_size() == 0) {
     Err(absl::StrCat("==> build ", build.id(), " has no artifacts"));
     return absl::OkStatus();
@@ -111,7 +174,13 @@ absl::Status DownloadAll(BlobService::Stub* blobs, const Build& build, const std
     }
   }
   for (const auto& artifact : build.artifacts()) {
-    ASSIGN_OR_RETURN(std::string path, DownloadArtifact(blobs, artifact, dir, options));
+    auto early = fetched.find(artifact.path());
+    std::string path;
+    if (early != fetched.end() && early->second.info.sha256() == artifact.sha256()) {
+      path = early->second.path;
+    } else {
+      ASSIGN_OR_RETURN(path, DownloadArtifact(blobs, artifact, dir, options));
+    }
     if (to_stderr) {
       Err(absl::StrCat("==> downloaded ", path, " (", HumanBytes(artifact.size()), ", sha256 ",
                        artifact.sha256(), ")"));
@@ -163,13 +232,25 @@ absl::StatusOr<int> Commands::Submit(const SubmitOptions& options) {
   follow.log = options.follow;
   follow.status = options.follow;
   follow.json = options.follow && options.json;
-  ASSIGN_OR_RETURN(Build final_build, FollowBuild(builds.get(), build.id(), follow));
+  // Artifacts are downloaded while they are uploaded, next to the followed build.
+  FetchedMap fetched;
+  std::thread early_downloads;
+  if (!options.download_dir.empty()) {
+    early_downloads = std::thread([&] {
+      FollowArtifacts(builds.get(), blobs.get(), build.id(), options.download_dir, options.force,
+                      /*show_progress=*/false, &fetched)
+          .IgnoreError();  // whatever did not arrive is downloaded below
+    });
+  }
+  absl::StatusOr<Build> followed = FollowBuild(builds.get(), build.id(), follow);
+  if (early_downloads.joinable()) early_downloads.join();
+  ASSIGN_OR_RETURN(Build final_build, std::move(followed));
   if (!options.follow && final_build.state() != freeagent::v1::JOB_STATE_SUCCEEDED) {
     Err(StatusLine(final_build));
   }
   if (!options.download_dir.empty()) {
     RETURN_IF_ERROR(DownloadAll(blobs.get(), final_build, options.download_dir, options.force,
-                                /*json=*/false, /*to_stderr=*/options.follow));
+                                /*json=*/false, /*to_stderr=*/options.follow, fetched));
   }
   return final_build.state() == freeagent::v1::JOB_STATE_SUCCEEDED ? kExitOk : kExitBuildFailed;
 }
@@ -245,7 +326,12 @@ absl::StatusOr<int> Commands::Artifacts(const std::string& id, const std::string
   auto builds = BuildService::NewStub(channel_);
   auto blobs = BlobService::NewStub(channel_);
   ASSIGN_OR_RETURN(Build build, GetBuild(builds.get(), id));
-  RETURN_IF_ERROR(DownloadAll(blobs.get(), build, dir, force, json, /*to_stderr=*/false));
+  // A running build's artifacts are downloaded as their uploads start; the command ends with the build.
+  FetchedMap fetched;
+  if (!IsTerminal(build.state())) {
+    ASSIGN_OR_RETURN(build, FollowArtifacts(builds.get(), blobs.get(), id, dir, force, /*show_progress=*/true, &fetched));
+  }
+  RETURN_IF_ERROR(DownloadAll(blobs.get(), build, dir, force, json, /*to_stderr=*/false, fetched));
   return kExitOk;
 }
 

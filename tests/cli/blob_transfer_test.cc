@@ -70,6 +70,7 @@ class FakeBlobService final : public freeagent::v1::BlobService::Service {
 
   grpc::Status Download(grpc::ServerContext*, const freeagent::v1::DownloadRequest* request,
                         grpc::ServerWriter<freeagent::v1::DownloadChunk>* writer) override {
+    if (request->digest().empty()) return Follow(*request, writer);
     std::string data;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -87,7 +88,40 @@ class FakeBlobService final : public freeagent::v1::BlobService::Service {
     return grpc::Status::OK;
   }
 
+  // A streaming upload as a follower sees it: its bytes, then the digest it was stored as (empty:
+  // it was abandoned).
+  struct FollowedUpload {
+    std::string data;
+    std::string stored_digest;
+  };
+
+  grpc::Status Follow(const freeagent::v1::DownloadRequest& request,
+                      grpc::ServerWriter<freeagent::v1::DownloadChunk>* writer) {
+    FollowedUpload upload;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = following_.find(request.upload_id());
+      if (it == following_.end()) return {grpc::StatusCode::NOT_FOUND, "no upload"};
+      upload = it->second;
+      download_offsets_.push_back(request.offset());
+    }
+    for (uint64_t offset = request.offset(); offset < upload.data.size(); offset += 100000) {
+      freeagent::v1::DownloadChunk chunk;
+      chunk.set_offset(offset);
+      chunk.set_data(upload.data.substr(offset, 100000));
+      if (!writer->Write(chunk)) return grpc::Status::OK;
+    }
+    if (upload.stored_digest.empty()) return {grpc::StatusCode::ABORTED, "upload abandoned by its sender"};
+    freeagent::v1::DownloadChunk end;
+    end.set_offset(upload.data.size());
+    end.set_digest(upload.stored_digest);
+    end.set_size(upload.data.size());
+    writer->Write(end);
+    return grpc::Status::OK;
+  }
+
   std::mutex mu_;
+  std::map<std::string, FollowedUpload> following_;  // by upload_id
   std::map<std::string, std::string> blobs_;
   std::map<std::string, std::string> partial_;
   int uploads_ = 0;
@@ -202,6 +236,65 @@ TEST_F(BlobTransferTest, ExistingDifferentFileNeedsForce) {
 
   ASSERT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, {.force = true, .show_progress = false}).ok());
   EXPECT_EQ(*ReadFile(dir_ + "/a.bin"), data);
+}
+
+TEST_F(BlobTransferTest, ArtifactStillUploadingIsFollowedAndVerifiedAgainstItsStoredDigest) {
+  const std::string data = Bytes(777777);
+  const std::string id(32, 'a');
+  service_.following_[id] = {data, Sha256Hex(data)};
+  freeagent::v1::ArtifactInfo artifact;
+  artifact.set_name("dist/app.apk");
+  artifact.set_path("dist/app.apk");
+  artifact.set_upload_id(id);
+  // A part file of this upload from an interrupted run is resumed.
+  const std::string part = dir_ + "/.app.apk." + id.substr(0, 16) + ".part";
+  ASSERT_TRUE(WriteFileAtomic(part, data.substr(0, 300000)).ok());
+
+  freeagent::v1::ArtifactInfo stored;
+  auto path = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false}, &stored);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, dir_ + "/app.apk");
+  EXPECT_EQ(*ReadFile(*path), data);
+  EXPECT_EQ(service_.download_offsets_, std::vector<uint64_t>{300000});
+  EXPECT_EQ(stored.sha256(), Sha256Hex(data));
+  EXPECT_EQ(stored.size(), data.size());
+  EXPECT_TRUE(stored.upload_id().empty());
+  struct stat st;
+  EXPECT_NE(stat(part.c_str(), &st), 0) << "part file left behind";
+
+  // The same content again: the file stays. Different content: refused without --force.
+  EXPECT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false}).ok());
+  const std::string other(32, 'b');
+  service_.following_[other] = {"other bytes", Sha256Hex("other bytes")};
+  artifact.set_upload_id(other);
+  auto refused = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_EQ(*ReadFile(dir_ + "/app.apk"), data);
+}
+
+TEST_F(BlobTransferTest, FollowedArtifactThatIsAbandonedOrMismatchedLeavesNoFile) {
+  const std::string data = Bytes(250000);
+  freeagent::v1::ArtifactInfo artifact;
+  artifact.set_name("a.bin");
+  const std::string abandoned(32, 'c');
+  service_.following_[abandoned] = {data, ""};
+  artifact.set_upload_id(abandoned);
+  auto got = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kAborted) << got.status();
+  struct stat st;
+  EXPECT_NE(stat((dir_ + "/a.bin").c_str(), &st), 0);
+
+  const std::string wrong(32, 'd');
+  service_.following_[wrong] = {data, Sha256Hex("something else")};
+  artifact.set_upload_id(wrong);
+  got = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
+  EXPECT_NE(stat((dir_ + "/a.bin").c_str(), &st), 0);
+  EXPECT_NE(stat((dir_ + "/.a.bin." + wrong.substr(0, 16) + ".part").c_str(), &st), 0);
+
+  artifact.set_upload_id("../../x");
+  got = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << got.status();
 }
 
 TEST(SafeArtifactFileName, NeverLeavesTheDirectory) {
