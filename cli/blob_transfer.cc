@@ -151,6 +151,8 @@ absl::StatusOr<std::string> SafeArtifactFileName(const std::string& name) {
 
 namespace {
 
+constexpr uint64_t kWritebackBytes = 8u << 20;
+
 // Streams `request` into `fd` (the part file, already holding `*offset` bytes that `hash` has seen),
 // checking that chunks arrive in order. A download by upload_id ends with a chunk naming the stored
 // digest and size, returned in `*end`.
@@ -163,6 +165,7 @@ absl::Status Receive(BlobService::StubInterface* blobs, const freeagent::v1::Dow
   if (show_progress) progress = std::make_unique<Progress>("download " + name, expected_size);
   freeagent::v1::DownloadChunk chunk;
   absl::Status write_status;
+  uint64_t written_back = *offset;
   while (reader->Read(&chunk)) {
     if (chunk.offset() != *offset) {
       write_status = absl::DataLossError(absl::StrCat("download of ", name, ": chunk at offset ", chunk.offset(),
@@ -177,6 +180,11 @@ absl::Status Receive(BlobService::StubInterface* blobs, const freeagent::v1::Dow
     if (!write_status.ok()) break;
     hash->Update(chunk.data());
     *offset += chunk.data().size();
+    // The fsync before the rename then waits for the last few MiB only.
+    if (*offset - written_back >= kWritebackBytes) {
+      StartWriteback(fd, written_back, *offset - written_back);
+      written_back = *offset;
+    }
     if (progress) progress->Update(*offset);
   }
   if (!write_status.ok()) {

@@ -152,7 +152,7 @@ absl::StatusOr<Build> FollowArtifacts(BuildService::Stub* builds, BlobService::S
                          path.status().message(), "); it is fetched again when the build ends"));
       }
     }
-    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
 

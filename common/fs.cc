@@ -160,6 +160,16 @@ absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& path) 
   return names;
 }
 
+void StartWriteback(int fd, uint64_t offset, uint64_t length) {
+#ifdef __linux__
+  ::sync_file_range(fd, static_cast<off64_t>(offset), static_cast<off64_t>(length), SYNC_FILE_RANGE_WRITE);
+#else
+  (void)fd;
+  (void)offset;
+  (void)length;
+#endif
+}
+
 absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& path) {
   size_t done = 0;
   while (done < size) {

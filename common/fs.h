@@ -1,6 +1,8 @@
 // Small filesystem helpers built on POSIX calls, returning absl::Status with the path in the message.
 #pragma once
 
+#include <cstdint>
+
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,6 +31,10 @@ absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& path);
 
 // Writes all `size` bytes to `fd` (retrying short writes and EINTR); errors name `path`.
 absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& path);
+
+// Starts writing bytes [offset, offset + length) of `fd` to disk without waiting for it, so that a
+// later fsync of a large file has little left to wait for. Best effort: Linux only, errors ignored.
+void StartWriteback(int fd, uint64_t offset, uint64_t length);
 
 // Maps an errno to the closest absl code and builds "<what> <path>: <strerror>".
 absl::Status ErrnoStatus(int err, std::string_view what, std::string_view path);

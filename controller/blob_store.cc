@@ -17,6 +17,8 @@
 namespace freeagent::controller {
 namespace {
 
+constexpr uint64_t kWritebackBytes = 8u << 20;
+
 absl::StatusOr<uint64_t> FileSize(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "stat", path);
@@ -187,6 +189,7 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::BeginUpload(const v1::Upl
     RETURN_IF_ERROR(st);
   }
   writer->received_ = header.offset();
+  writer->written_back_ = header.offset();
   if (streaming) NoteUploadStarted(header.upload_id(), header.offset());
   return writer;
 }
@@ -273,6 +276,11 @@ absl::Status BlobWriter::Write(std::string_view data) {
     if (n < 0) return ErrnoStatus(errno, "write", store_->PartialPathFor(key_));
     received_ += static_cast<uint64_t>(n);
     data.remove_prefix(static_cast<size_t>(n));
+  }
+  // The commit's fsync then waits for the last few MiB only, not the whole blob.
+  if (received_ - written_back_ >= kWritebackBytes) {
+    StartWriteback(fd_, written_back_, received_ - written_back_);
+    written_back_ = received_;
   }
   if (streaming()) store_->NoteUploadWritten(upload_id_, received_);
   return absl::OkStatus();

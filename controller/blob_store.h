@@ -59,6 +59,7 @@ class BlobWriter {
   std::string key_;        // digest_ or "upload-<upload_id_>": names the partial and the claim
   uint64_t size_;
   uint64_t received_ = 0;  // bytes of the blob so far, including a resumed prefix
+  uint64_t written_back_ = 0;  // bytes whose writeback to disk has been started (StartWriteback)
   bool discard_ = false;   // the blob exists already: take the bytes, store nothing
   int fd_ = -1;
   Sha256 hash_;
