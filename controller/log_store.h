@@ -1,6 +1,9 @@
 // Durable per-attempt build logs: one append-only file per (job, attempt) under <data-dir>/logs.
-// Bytes are written at once and made durable by a background thread that coalesces fdatasync calls;
-// the committed offset of an attempt is the durable size of its file. Watchers read the files.
+// Bytes are written at once and made durable by a small pool of sync threads that coalesce fdatasync
+// calls per file; the committed offset of an attempt is the durable size of its file. Several files are
+// synced at once because each build has its own file and the filesystem commits concurrent syncs in
+// one journal transaction: one thread syncing thousands of new files in turn would bound the whole
+// controller at a few hundred builds per second. Watchers read the files.
 #pragma once
 
 #include <condition_variable>
@@ -14,6 +17,7 @@
 #include <string_view>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -22,7 +26,7 @@ namespace freeagent::controller {
 
 class LogStore {
  public:
-  // Called (from the sync thread, with no lock held) once the attempt's bytes up to `committed` are
+  // Called (from a sync thread, with no lock held) once the attempt's bytes up to `committed` are
   // durable. Only the latest callback registered for an attempt is kept: acks are cumulative.
   using CommitCallback = std::function<void(uint64_t committed)>;
 
@@ -43,9 +47,13 @@ class LogStore {
   LogStore(const LogStore&) = delete;
   LogStore& operator=(const LogStore&) = delete;
 
-  // Creates the directory and starts the sync thread.
+  // Called once the attempt's bytes written before the FlushAsync call are durable (or could not be
+  // made durable: the status says why).
+  using FlushCallback = std::function<void(absl::Status)>;
+
+  // Creates the directory and starts the sync threads.
   absl::Status Start();
-  // Syncs what is pending and stops the sync thread.
+  // Syncs what is pending and stops the sync threads.
   void Stop();
 
   // Appends `data` that starts at byte `offset` of the attempt's log. Bytes below the current size are
@@ -57,9 +65,13 @@ class LogStore {
   Sizes GetSizes(const std::string& job_id, uint32_t attempt);
 
   // Makes every byte written so far durable now, on the calling thread (one fdatasync), so that a
-  // finished attempt reports its whole log as committed. Commit callbacks still run from the sync
+  // finished attempt reports its whole log as committed. Commit callbacks still run from a sync
   // thread.
   absl::Status Flush(const std::string& job_id, uint32_t attempt);
+
+  // The same without blocking: returns true if every byte written so far is already durable (`done`
+  // is not called); otherwise a sync thread calls `done` once they are. Thread-safe.
+  bool FlushAsync(const std::string& job_id, uint32_t attempt, FlushCallback done);
 
   // Closes the attempt's file once nothing is pending for it.
   void Release(const std::string& job_id, uint32_t attempt);
@@ -77,9 +89,9 @@ class LogStore {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<Key, std::shared_ptr<File>> files_;
-  std::set<Key> dirty_;
+  std::set<Key> dirty_;   // written beyond committed, not yet taken by a sync thread
   bool stop_ = false;
-  std::thread sync_thread_;
+  std::vector<std::thread> sync_threads_;
 };
 
 }  // namespace freeagent::controller

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "common/fs.h"
 
@@ -66,6 +69,58 @@ TEST_F(LogStoreTest, SizesSurviveReopen) {
   auto r = store.Append("b-2", 2, 1000, "y", nullptr);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->written, 1001u);
+}
+
+TEST_F(LogStoreTest, FlushAsyncCallsBackOnceEveryFileIsDurable) {
+  LogStore store(dir_ + "/logs");
+  ASSERT_TRUE(store.Start().ok());
+  // Nothing written: nothing to wait for.
+  EXPECT_TRUE(store.FlushAsync("b-none", 1, [](absl::Status) { ADD_FAILURE() << "called"; }));
+  constexpr int kFiles = 64;  // more than the sync threads, so files queue for them
+  std::vector<std::promise<absl::Status>> done(kFiles);
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string id = "b-" + std::to_string(i);
+    ASSERT_TRUE(store.Append(id, 1, 0, "line\n", nullptr).ok());
+    ASSERT_TRUE(store.Append(id, 1, 5, std::string(i, 'x'), nullptr).ok());
+    const bool now = store.FlushAsync(id, 1, [&done, i](absl::Status st) { done[i].set_value(st); });
+    if (now) done[i].set_value(absl::OkStatus());  // already synced by the append's own sync
+  }
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string id = "b-" + std::to_string(i);
+    auto f = done[i].get_future();
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready) << id;
+    EXPECT_TRUE(f.get().ok());
+    const LogStore::Sizes sizes = store.GetSizes(id, 1);
+    EXPECT_EQ(sizes.written, 5u + i);
+    EXPECT_EQ(sizes.committed, sizes.written) << id;
+  }
+  store.Stop();
+}
+
+TEST_F(LogStoreTest, CommitCallbacksOfOneFileNeverGoBackwards) {
+  LogStore store(dir_ + "/logs");
+  ASSERT_TRUE(store.Start().ok());
+  std::mutex mu;
+  std::vector<uint64_t> seen;
+  auto record = [&](uint64_t c) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(c);
+  };
+  uint64_t offset = 0;
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(store.Append("b-order", 1, offset, "0123456789", record).ok());
+    offset += 10;
+  }
+  std::promise<absl::Status> flushed;
+  if (store.FlushAsync("b-order", 1, [&](absl::Status st) { flushed.set_value(st); })) {
+    flushed.set_value(absl::OkStatus());
+  }
+  EXPECT_TRUE(flushed.get_future().get().ok());
+  store.Stop();
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_FALSE(seen.empty());
+  for (size_t i = 1; i < seen.size(); ++i) EXPECT_LE(seen[i - 1], seen[i]);
+  EXPECT_EQ(seen.back(), offset);
 }
 
 }  // namespace
