@@ -138,7 +138,8 @@ void Controller::Stop() {
     for (const auto& [id, list] : watchers_) watched.push_back(id);
   }
   for (const std::string& id : watched) NotifyWatchers(id);
-  logs_.Stop();
+  logs_.Stop();  // a sync thread may still hand a result over (and write its rows)
+  if (store_) store_->Stop();
 }
 
 absl::Status Controller::Load() {
@@ -166,9 +167,10 @@ absl::Status Controller::Load() {
     auto [it, inserted] = jobs_.emplace(id, std::move(job));
     Job& j = it->second;
     auto sealed = secrets.find(id);
+    j.has_sealed = sealed != secrets.end();
     if (IsTerminal(j.build.state())) {
       // Left over by a crash between the end of the build and the delete.
-      if (sealed != secrets.end()) store_->DeleteSecrets(id).IgnoreError();
+      if (sealed != secrets.end()) store_->DeleteSecrets(id);
       continue;
     }
     if (absl::Status st = UnsealSecrets(j.build, sealed == secrets.end() ? std::map<std::string, std::string>()
@@ -243,6 +245,7 @@ void Controller::WorkerLostLocked(Worker& w, const std::string& why) {
     w.conn->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, why));
     w.conn.reset();
   }
+  UpdateFreeLocked(w);
   const std::set<std::string> held = w.jobs;
   for (const std::string& id : held) {
     Job* job = FindLocked(id);
@@ -255,6 +258,7 @@ void Controller::WorkerLostLocked(Worker& w, const std::string& why) {
     }
   }
   w.jobs.clear();
+  UpdateFreeLocked(w);
   SaveWorkerLocked(w);
 }
 
@@ -289,7 +293,8 @@ absl::Status Controller::SealSecrets(const v1::Build& build) {
   if (build.spec().has_signing() && !build.spec().signing().p12_password().empty()) {
     RETURN_IF_ERROR(seal(std::string(kP12PasswordName), build.spec().signing().p12_password()));
   }
-  return store_->PutSecrets(build.id(), sealed);
+  store_->PutSecrets(build.id(), sealed);
+  return absl::OkStatus();
 }
 
 absl::Status Controller::UnsealSecrets(v1::Build& build, const std::map<std::string, std::string>& sealed) {
@@ -321,15 +326,13 @@ void Controller::DropSecretsLocked(Job& job) {
   v1::JobSpec& spec = *job.build.mutable_spec();
   for (auto& [key, value] : *spec.mutable_secret_env()) value.clear();
   if (spec.has_signing()) spec.mutable_signing()->clear_p12_password();
-  if (absl::Status st = store_->DeleteSecrets(job.build.id()); !st.ok()) {
-    spdlog::error("deleting the secrets of build {}: {}", job.build.id(), st.ToString());
-  }
+  if (!job.has_sealed) return;
+  job.has_sealed = false;
+  store_->DeleteSecrets(job.build.id());
 }
 
 void Controller::SaveJobLocked(const Job& job) {
-  if (absl::Status st = store_->PutJob(StoredJob{job.seq, job.build}); !st.ok()) {
-    spdlog::error("saving build {}: {}", job.build.id(), st.ToString());
-  }
+  store_->PutJob(StoredJob{job.seq, job.build});
   NotifyLater(job.build.id());
 }
 
@@ -337,30 +340,24 @@ void Controller::SaveWorkerLocked(const Worker& w) {
   v1::WorkerInfo info = w.info;
   info.clear_running_job_ids();
   info.set_slots_used(0);
-  if (absl::Status st = store_->PutWorker(info); !st.ok()) {
-    spdlog::error("saving worker {}: {}", info.id(), st.ToString());
-  }
+  store_->PutWorker(info);
 }
 
 void Controller::SaveAttemptLocked(const Job& job) {
   const v1::Build& b = job.build;
-  absl::Status st =
-      store_->PutAttempt(b.id(), b.attempt(), b.worker_id(), b.state(), b.started_unix_ms(),
-                         b.finished_unix_ms(), logs_.GetSizes(b.id(), b.attempt()).committed);
-  if (!st.ok()) spdlog::error("saving attempt {}/{}: {}", b.id(), b.attempt(), st.ToString());
+  store_->PutAttempt(b.id(), b.attempt(), b.worker_id(), b.state(), b.started_unix_ms(), b.finished_unix_ms(),
+                     logs_.GetSizes(b.id(), b.attempt()).committed);
 }
 
-void Controller::EventLocked(Job& job, const std::string& message) {
+void Controller::EventLocked(Job& job, const std::string& message, spdlog::level::level_enum level) {
   v1::BuildEvent event;
   event.set_unix_ms(UnixMillis());
   event.set_state(job.build.state());
   event.set_phase(job.build.phase());
   event.set_attempt(job.build.attempt());
   event.set_message(message);
-  if (absl::Status st = store_->AddEvent(job.build.id(), event); !st.ok()) {
-    spdlog::error("saving event of {}: {}", job.build.id(), st.ToString());
-  }
-  spdlog::info("{} #{}: {}", job.build.id(), job.build.attempt(), message);
+  store_->AddEvent(job.build.id(), event);
+  spdlog::log(level, "{} #{}: {}", job.build.id(), job.build.attempt(), message);
 }
 
 bool Controller::HoldsLocked(const std::string& worker_id, const Job& job, uint32_t attempt) const {
@@ -410,21 +407,25 @@ std::string Controller::PlacementKey(const Job& job) {
   return key;
 }
 
+void Controller::UpdateFreeLocked(Worker& w) {
+  if (w.free_slots > 0) free_workers_.erase({-static_cast<int64_t>(w.free_slots), w.info.id()});
+  w.free_slots = 0;
+  if (!w.conn || w.info.state() != v1::WORKER_STATE_ONLINE) return;
+  const size_t slots = std::max<uint32_t>(1, w.info.slots());
+  if (w.jobs.size() >= slots) return;
+  w.free_slots = slots - w.jobs.size();
+  free_workers_.insert({-static_cast<int64_t>(w.free_slots), w.info.id()});
+}
+
 void Controller::ScheduleLocked() {
-  if (stopped_ || queue_.empty()) return;
-  // One pass over the workers collects those with a free slot, most free slots first (spreading the
-  // load); the queue is then walked only while some remain. A pass costs O(workers + assignments), not
-  // O(queue x workers), which matters because every result and submission runs one.
-  std::multimap<size_t, Worker*, std::greater<size_t>> free;
-  for (auto& [id, w] : workers_) {
-    if (!w.conn || w.info.state() != v1::WORKER_STATE_ONLINE) continue;
-    const size_t slots = std::max<uint32_t>(1, w.info.slots());
-    if (w.jobs.size() < slots) free.emplace(slots - w.jobs.size(), &w);
-  }
+  if (stopped_ || queue_.empty() || free_workers_.empty()) return;
+  // Only workers with a free slot are looked at (most free slots first, spreading the load), and the
+  // queue is walked only while some remain: every result and submission runs a pass, and a large
+  // fleet is mostly busy.
   // Requirements no free worker meets: later jobs with the same ones (and no rejections of their own,
   // which only narrow the choice) are skipped without looking at the workers again.
   std::set<std::string> unplaceable;
-  for (auto it = queue_.begin(); it != queue_.end() && !free.empty();) {
+  for (auto it = queue_.begin(); it != queue_.end() && !free_workers_.empty();) {
     Job* job = FindLocked(std::get<2>(*it));
     if (!job || job->build.state() != v1::JOB_STATE_QUEUED) {
       it = queue_.erase(it);
@@ -439,19 +440,21 @@ void Controller::ScheduleLocked() {
         continue;
       }
     }
-    auto best = free.begin();
-    while (best != free.end() && !EligibleLocked(*best->second, *job)) ++best;
-    if (best == free.end()) {
+    Worker* chosen = nullptr;
+    for (const auto& [negated_free, id] : free_workers_) {
+      Worker& w = workers_.at(id);
+      if (EligibleLocked(w, *job)) {
+        chosen = &w;
+        break;
+      }
+    }
+    if (chosen == nullptr) {
       if (plain) unplaceable.insert(std::move(key));
       ++it;
       continue;
     }
-    Worker* w = best->second;
-    const size_t left = best->first - 1;
-    free.erase(best);
-    if (left > 0) free.emplace(left, w);
     it = queue_.erase(it);
-    AssignLocked(*job, *w);
+    AssignLocked(*job, *chosen);  // updates free_workers_
   }
 }
 
@@ -464,6 +467,7 @@ void Controller::AssignLocked(Job& job, Worker& w) {
   b.clear_step_name();
   b.clear_message();
   w.jobs.insert(b.id());
+  UpdateFreeLocked(w);
   SaveJobLocked(job);
   SaveAttemptLocked(job);
   EventLocked(job, absl::StrCat("assigned to worker ", w.info.name().empty() ? w.info.id() : w.info.name()));
@@ -472,13 +476,15 @@ void Controller::AssignLocked(Job& job, Worker& w) {
   bj->set_job_id(b.id());
   bj->set_attempt(b.attempt());
   *bj->mutable_spec() = b.spec();
-  w.conn->Send(std::move(msg));
+  SendLocked(w.conn, std::move(msg));
 }
 
 // Takes the job off its worker (if any).
 void Controller::DetachLocked(Job& job) {
   auto w = workers_.find(job.build.worker_id());
-  if (w != workers_.end()) w->second.jobs.erase(job.build.id());
+  if (w == workers_.end()) return;
+  w->second.jobs.erase(job.build.id());
+  UpdateFreeLocked(w->second);
 }
 
 void Controller::RequeueLocked(Job& job, bool next_attempt, const std::string& why) {
@@ -510,7 +516,8 @@ void Controller::RequeueLocked(Job& job, bool next_attempt, const std::string& w
   queue_.insert(KeyOf(job));
   SaveJobLocked(job);
   EventLocked(job, absl::StrCat("requeued", next_attempt ? absl::StrCat(" as attempt ", b.attempt()) : "",
-                                ": ", why));
+                                ": ", why),
+              spdlog::level::info);
 }
 
 void Controller::FinishLocked(Job& job, v1::JobState outcome, const std::string& error) {
@@ -538,7 +545,13 @@ void Controller::SendCancelLocked(Job& job) {
   c->set_reason(job.cancel_reason);
   const uint32_t grace = job.build.spec().cancel_grace_seconds();
   c->set_grace_seconds(grace ? grace : kDefaultCancelGraceSeconds);
-  w->second.conn->Send(std::move(msg));
+  SendLocked(w->second.conn, std::move(msg));
+}
+
+void Controller::SendLocked(const std::shared_ptr<WorkerConnection>& conn, v1::ControllerMessage message) {
+  store_->AfterCommit([conn, message = std::move(message)](const absl::Status&) mutable {
+    conn->Send(std::move(message));
+  });
 }
 
 // ---------------------------------------------------------------- notifications
@@ -659,6 +672,8 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
     b.set_created_unix_ms(UnixMillis());
     // Sealed before the job row exists, so a stored queued build always has its secrets.
     RETURN_IF_ERROR(SealSecrets(job.build));
+    job.has_sealed = !job.build.spec().secret_env().empty() ||
+                     (job.build.spec().has_signing() && !job.build.spec().signing().p12_password().empty());
     Job& stored = jobs_.emplace(id, std::move(job)).first->second;
     by_seq_[stored.seq] = id;
     queue_.insert(KeyOf(stored));
@@ -668,6 +683,10 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
     out = PublicBuildLocked(stored);
   }
   FlushNotifications();
+  // The client hears of the build only once it is committed.
+  if (absl::Status st = store_->Sync(); !st.ok()) {
+    return absl::InternalError(absl::StrCat("build ", out.id(), " could not be stored: ", st.message()));
+  }
   return out;
 }
 
@@ -718,7 +737,7 @@ absl::StatusOr<v1::Build> Controller::Cancel(const std::string& id, const std::s
     } else if (!IsTerminal(state) && !job->cancel_requested) {
       job->cancel_requested = true;
       job->cancel_reason = why;
-      EventLocked(*job, absl::StrCat("cancel requested: ", why));
+      EventLocked(*job, absl::StrCat("cancel requested: ", why), spdlog::level::info);
       SendCancelLocked(*job);
     }
     out = PublicBuildLocked(*job);
@@ -768,12 +787,13 @@ absl::StatusOr<v1::WorkerInfo> Controller::Drain(const std::string& worker_id, u
   if (it == workers_.end()) return absl::NotFoundError(absl::StrCat("worker ", worker_id, " not found"));
   Worker& w = it->second;
   if (w.info.state() == v1::WORKER_STATE_ONLINE) w.info.set_state(v1::WORKER_STATE_DRAINING);
+  UpdateFreeLocked(w);
   SaveWorkerLocked(w);
   if (w.conn) {
     v1::ControllerMessage msg;
     msg.mutable_drain()->set_reason("drained by an operator");
     msg.mutable_drain()->set_timeout_seconds(timeout_seconds);
-    w.conn->Send(std::move(msg));
+    SendLocked(w.conn, std::move(msg));
   }
   spdlog::info("worker {} draining", w.info.id());
   v1::WorkerInfo info = w.info;
@@ -847,10 +867,11 @@ absl::Status Controller::OnHello(const std::shared_ptr<WorkerConnection>& conn, 
       }
     }
     w.jobs = kept;
+    UpdateFreeLocked(w);
     SaveWorkerLocked(w);
     spdlog::info("worker {} ({}) connected: {} slot(s), {} running, {} kept", w.info.id(), w.info.name(),
                  w.info.slots(), hello.running_size(), kept.size());
-    conn->Send(std::move(welcome_msg));
+    SendLocked(conn, std::move(welcome_msg));
     for (Job* job : cancels) SendCancelLocked(*job);
     ForgetRejectionsLocked(w.info.id());
     ScheduleLocked();
@@ -865,28 +886,42 @@ void Controller::OnDisconnect(const WorkerConnection* conn, const std::string& w
   if (it == workers_.end() || it->second.conn.get() != conn) return;
   // Liveness decides when its attempts are lost; a quick reconnect keeps them.
   it->second.conn.reset();
+  UpdateFreeLocked(it->second);
   spdlog::info("worker {} disconnected", worker_id);
 }
 
 void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,
-                           const v1::WorkerMessage& message) {
+                           const v1::WorkerMessage& message, std::function<void()> done) {
   if (message.has_log()) {
+    bool current;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = workers_.find(worker_id);
-      if (it == workers_.end() || it->second.conn != conn) return;
-      it->second.last_seen = std::chrono::steady_clock::now();
+      current = it != workers_.end() && it->second.conn == conn;
+      if (current) it->second.last_seen = std::chrono::steady_clock::now();
     }
-    HandleLogChunk(conn, worker_id, message.log());
+    if (current) HandleLogChunk(conn, worker_id, message.log());
+    done();
     return;
   }
   if (message.has_result()) {
-    // The attempt's log must be whole and durable before the build is seen as finished. One
-    // fdatasync on this stream's thread, once per attempt; everything else keeps running.
-    if (absl::Status st = logs_.Flush(message.result().job_id(), message.result().attempt()); !st.ok()) {
-      spdlog::error("flushing log of {}: {}", message.result().job_id(), st.ToString());
-    }
+    // The attempt's log must be whole and durable before the build is seen as finished. The fdatasync
+    // runs on a log sync thread (with other attempts' syncs), never on this gRPC thread; the sync
+    // thread then handles the result and lets the stream read on.
+    const v1::JobResult& r = message.result();
+    auto handle = [this, conn, worker_id, message, done](absl::Status st) {
+      if (!st.ok()) spdlog::error("flushing log of {}: {}", message.result().job_id(), st.ToString());
+      HandleMessage(conn, worker_id, message);
+      done();
+    };
+    if (!logs_.FlushAsync(r.job_id(), r.attempt(), std::move(handle))) return;
   }
+  HandleMessage(conn, worker_id, message);
+  done();
+}
+
+void Controller::HandleMessage(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,
+                               const v1::WorkerMessage& message) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto wit = workers_.find(worker_id);
@@ -979,7 +1014,7 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
         break;
       }
       case v1::WorkerMessage::kResult:
-        HandleResultLocked(*conn, worker_id, message.result());
+        HandleResultLocked(conn, worker_id, message.result());
         ForgetRejectionsLocked(worker_id);
         ScheduleLocked();
         break;
@@ -990,7 +1025,7 @@ void Controller::OnMessage(const std::shared_ptr<WorkerConnection>& conn, const 
   FlushNotifications();
 }
 
-void Controller::HandleResultLocked(WorkerConnection& conn, const std::string& worker_id,
+void Controller::HandleResultLocked(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,
                                     const v1::JobResult& result) {
   v1::ControllerMessage ack;
   ack.mutable_result_ack()->set_job_id(result.job_id());
@@ -1004,7 +1039,7 @@ void Controller::HandleResultLocked(WorkerConnection& conn, const std::string& w
       spdlog::warn("worker {} sent a result for {} #{} it does not hold; acknowledged, ignored",
                    worker_id, result.job_id(), result.attempt());
     }
-    conn.Send(std::move(ack));
+    SendLocked(conn, std::move(ack));
     return;
   }
   v1::JobState outcome = result.outcome();
@@ -1020,18 +1055,15 @@ void Controller::HandleResultLocked(WorkerConnection& conn, const std::string& w
   *b.mutable_artifacts() = result.artifacts();
   b.clear_uploading_artifacts();
   *b.mutable_phases() = result.phases();
-  if (!result.artifacts().empty()) {
-    if (absl::Status st = store_->PutArtifacts(b.id(), b.attempt(), result.artifacts()); !st.ok()) {
-      spdlog::error("saving artifacts of {}: {}", b.id(), st.ToString());
-    }
-  }
+  store_->PutArtifacts(b.id(), b.attempt(), result.artifacts());
   const uint64_t committed = logs_.GetSizes(b.id(), b.attempt()).committed;
   if (result.log_size() > committed) {
     spdlog::warn("{} #{}: result says {} log bytes, {} received", b.id(), b.attempt(), result.log_size(),
                  committed);
   }
   FinishLocked(*job, outcome, error);
-  conn.Send(std::move(ack));
+  // Sent once the outcome is committed: an acknowledged result is never lost.
+  SendLocked(conn, std::move(ack));
 }
 
 void Controller::HandleLogChunk(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,6 +32,7 @@
 #include "freeagent/v1/build.pb.h"
 #include "freeagent/v1/fleet.pb.h"
 #include "freeagent/v1/worker.pb.h"
+#include "spdlog/common.h"
 
 namespace freeagent::controller {
 
@@ -107,8 +109,11 @@ class Controller {
   // Registers the stream and answers with Welcome (+ any pending cancels). Replaces (closes) an older
   // stream of the same worker.
   absl::Status OnHello(const std::shared_ptr<WorkerConnection>& conn, const v1::Hello& hello);
+  // Calls `done` once the message is handled, perhaps later on another thread (a result waits, off
+  // the caller's thread, until its attempt's log is durable); the stream reads its next message only
+  // then, which keeps each worker's messages in order.
   void OnMessage(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,
-                 const v1::WorkerMessage& message);
+                 const v1::WorkerMessage& message, std::function<void()> done);
   void OnDisconnect(const WorkerConnection* conn, const std::string& worker_id);
 
   // Runs one liveness pass now (the background thread calls it periodically).
@@ -121,12 +126,14 @@ class Controller {
     std::set<std::string> rejected_by;    // workers that rejected the current attempt
     bool cancel_requested = false;
     std::string cancel_reason;
+    bool has_sealed = false;              // sealed secrets are stored for it
   };
   struct Worker {
     v1::WorkerInfo info;
     std::shared_ptr<WorkerConnection> conn;
     std::chrono::steady_clock::time_point last_seen;
     std::set<std::string> jobs;           // ASSIGNED or RUNNING here
+    size_t free_slots = 0;                // its entry in free_workers_ (0: none)
   };
   using QueueKey = std::tuple<int32_t, int64_t, std::string>;  // -priority, seq, id
 
@@ -146,7 +153,12 @@ class Controller {
   v1::Build PublicBuildLocked(const Job& job);
   void SaveJobLocked(const Job& job);
   void SaveWorkerLocked(const Worker& worker);
-  void EventLocked(Job& job, const std::string& message);
+  // Records a build event. Every build has several, so they are logged at debug level unless `level`
+  // says otherwise (requeues, cancels).
+  void EventLocked(Job& job, const std::string& message, spdlog::level::level_enum level = spdlog::level::debug);
+  // The locked part of OnMessage.
+  void HandleMessage(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,
+                     const v1::WorkerMessage& message);
   void SaveAttemptLocked(const Job& job);
   bool HoldsLocked(const std::string& worker_id, const Job& job, uint32_t attempt) const;
   // A worker's rejections are about its state at the time (full, draining): they are forgotten when
@@ -154,6 +166,9 @@ class Controller {
   bool ForgetRejectionsLocked(const std::string& worker_id);
   // Equal for jobs with the same placement requirements (image, required labels).
   static std::string PlacementKey(const Job& job);
+  // Puts the worker in free_workers_ (or takes it out) after a change of its connection, state,
+  // slots or jobs.
+  void UpdateFreeLocked(Worker& worker);
   void ScheduleLocked();
   bool EligibleLocked(const Worker& worker, const Job& job) const;
   void AssignLocked(Job& job, Worker& worker);
@@ -164,8 +179,11 @@ class Controller {
   void WorkerLostLocked(Worker& worker, const std::string& why);
   void HandleLogChunk(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,
                       const v1::LogChunk& chunk);
-  void HandleResultLocked(WorkerConnection& conn, const std::string& worker_id,
+  void HandleResultLocked(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,
                           const v1::JobResult& result);
+  // Messages to a worker leave once every row written before them is committed (in order): a worker
+  // never acts on an assignment, nor forgets a result, that a killed controller would not remember.
+  void SendLocked(const std::shared_ptr<WorkerConnection>& conn, v1::ControllerMessage message);
 
   // Watchers of builds touched under the lock are notified after it is released.
   void NotifyLater(const std::string& id);
@@ -183,6 +201,9 @@ class Controller {
   std::map<int64_t, std::string> by_seq_;
   std::set<QueueKey> queue_;
   std::map<std::string, Worker> workers_;
+  // Connected online workers with a free slot, most free slots first: (-free slots, worker id). Kept
+  // up to date so that a scheduling pass does not look at busy workers.
+  std::set<std::pair<int64_t, std::string>> free_workers_;
   // worker id -> jobs it rejected (their Job::rejected_by names it); entries may be stale.
   std::map<std::string, std::set<std::string>> rejections_;
   int64_t next_seq_ = 1;

@@ -73,10 +73,7 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
       }
       if (changed) {
         SaveJobLocked(*job);
-        if (absl::Status st = store_->PutArtifacts(job->build.id(), job->build.attempt(), job->build.artifacts());
-            !st.ok()) {
-          spdlog::error("retention: saving artifacts of {}: {}", job->build.id(), st.ToString());
-        }
+        store_->PutArtifacts(job->build.id(), job->build.attempt(), job->build.artifacts());
       }
       if (counted.insert(item.sha256()).second) response.set_removed_bytes(response.removed_bytes() + item.size());
       *response.add_items() = std::move(item);

@@ -83,8 +83,15 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
       }
       worker_id_ = in_.hello().worker_id();
     } else {
-      controller_->OnMessage(shared_from_this(), worker_id_, in_);
+      // `in_` is left alone until the message is handled: the next read starts only then.
+      controller_->OnMessage(shared_from_this(), worker_id_, in_, [self = shared_from_this()] { self->ReadNext(); });
+      return;
     }
+    ReadNext();
+  }
+
+  // Starts the next read (any thread; the shared_ptr the caller holds keeps the reactor alive).
+  void ReadNext() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!finished_) StartRead(&in_);
   }
