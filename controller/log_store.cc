@@ -107,7 +107,10 @@ absl::StatusOr<LogStore::AppendResult> LogStore::Append(const std::string& job_i
   if (file->written > file->committed) {
     file->on_commit = std::move(on_commit);
     result.pending = true;
-    if (dirty_.insert(key).second) cv_.notify_all();
+    if (dirty_.insert(key).second) {
+      dirty_order_.push_back(key);
+      cv_.notify_all();
+    }
   }
   return result;
 }
@@ -140,7 +143,7 @@ bool LogStore::FlushAsync(const std::string& job_id, uint32_t attempt, FlushCall
   auto it = files_.find(key);
   if (it == files_.end() || it->second->written == it->second->committed) return true;
   it->second->flush_waiters.emplace_back(it->second->written, std::move(done));
-  dirty_.insert(key);
+  if (dirty_.insert(key).second) dirty_order_.push_back(key);
   cv_.notify_all();
   return false;
 }
@@ -159,20 +162,21 @@ void LogStore::Release(const std::string& job_id, uint32_t attempt) {
 
 void LogStore::SyncLoop() {
   std::unique_lock<std::mutex> lock(mu_);
-  // The first dirty file no other thread is syncing (at most kSyncThreads are skipped).
+  // The oldest dirty file no other thread is syncing (at most kSyncThreads are skipped).
   auto next = [this] {
-    for (auto it = dirty_.begin(); it != dirty_.end(); ++it) {
+    for (auto it = dirty_order_.begin(); it != dirty_order_.end(); ++it) {
       auto f = files_.find(*it);
       if (f == files_.end() || !f->second->syncing) return it;
     }
-    return dirty_.end();
+    return dirty_order_.end();
   };
   while (true) {
-    cv_.wait(lock, [&] { return (stop_ && dirty_.empty()) || next() != dirty_.end(); });
+    cv_.wait(lock, [&] { return (stop_ && dirty_.empty()) || next() != dirty_order_.end(); });
     auto pick = next();
-    if (pick == dirty_.end()) return;  // stopping with nothing left
+    if (pick == dirty_order_.end()) return;  // stopping with nothing left
     const Key key = *pick;
-    dirty_.erase(pick);
+    dirty_order_.erase(pick);
+    dirty_.erase(key);
     auto it = files_.find(key);
     if (it == files_.end()) continue;
     std::shared_ptr<File> file = it->second;  // stays open while we sync

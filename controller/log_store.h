@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -90,6 +91,9 @@ class LogStore {
   std::condition_variable cv_;
   std::map<Key, std::shared_ptr<File>> files_;
   std::set<Key> dirty_;   // written beyond committed, not yet taken by a sync thread
+  // dirty_ in the order the files became dirty: syncs are served first come, first served (by key,
+  // a file with a late job id could wait behind a steady stream of new ones).
+  std::deque<Key> dirty_order_;
   bool stop_ = false;
   std::vector<std::thread> sync_threads_;
 };
