@@ -284,10 +284,11 @@ struct ChannelCloser {
   }
 };
 
-// The signal shell's loop: one "SIGNAL PGID" line per signal; anything else is ignored.
+// The signal shell's loop: one "SIGNAL PGID" line per signal, answered with "FASIG SIGNAL PGID" once
+// kill has run; anything else is ignored.
 constexpr char kSignalLoop[] =
     "exec /bin/sh -c 'while read -r s p; do case \"$s $p\" in "
-    "TERM\\ [0-9]*|KILL\\ [0-9]*) kill -$s -$p 2>/dev/null;; esac; done'";
+    "TERM\\ [0-9]*|KILL\\ [0-9]*) kill -$s -$p 2>/dev/null; echo \"FASIG $s $p\";; esac; done'";
 
 // Opens the session's signal shell once (best effort: without it signals go through RunQuick).
 void OpenSignalChannel(SshGuest::Session& ss, const CancellationToken& cancel) {
@@ -307,33 +308,45 @@ void OpenSignalChannel(SshGuest::Session& ss, const CancellationToken& cancel) {
   ss.signal_ch = *ch;
 }
 
-// Writes "SIGNAL PGID" to the signal shell; false if there is none or it is broken (then it is dropped).
+// Sends "SIGNAL PGID" to the signal shell and waits for its answer (the kill has run: a grace period
+// counts from there even when the shell was slow to start). False if there is no signal shell or it is
+// broken or silent; it is then dropped and never used again.
 bool SendOverSignalChannel(SshGuest::Session& ss, const char* signal, long pgid) {
   std::lock_guard<std::mutex> serial(ss.signal_mu);
   LIBSSH2_CHANNEL* ch;
   {
     std::lock_guard<std::mutex> lock(ss.mu);
     ch = ss.signal_ch;
-    if (ch == nullptr) return false;
-    // Whatever the shell printed (a login script's output) is read and dropped so its window stays open.
-    char buf[1024];
-    while (libssh2_channel_read(ch, buf, sizeof buf) > 0) {
-    }
-    while (libssh2_channel_read_stderr(ch, buf, sizeof buf) > 0) {
-    }
-    if (libssh2_channel_eof(ch) != 0) ch = nullptr;
   }
-  std::string line = absl::StrCat(signal, " ", pgid, "\n");
-  size_t sent = 0;
-  Deadline deadline = Deadline::After(std::chrono::seconds(2));
-  while (ch != nullptr && sent < line.size()) {
+  if (ch == nullptr) return false;
+  const std::string line = absl::StrCat(signal, " ", pgid, "\n");
+  const std::string answer = absl::StrCat("FASIG ", line);
+  Deadline deadline = Deadline::After(std::chrono::seconds(10));
+  bool ok = true;
+  for (size_t sent = 0; ok && sent < line.size();) {
     auto n = ss.Retry([&] { return libssh2_channel_write(ch, line.data() + sent, line.size() - sent); },
                       CancellationToken(), deadline, "signal");
-    if (!n.ok()) ch = nullptr;
-    else sent += static_cast<size_t>(*n);
+    if (n.ok()) sent += static_cast<size_t>(*n);
+    else ok = false;
   }
-  if (ch != nullptr) return true;
-  // Broken: a half-written line must never be followed by another, so the channel is given up.
+  // Whatever else the shell printed (a login script's output, answers to earlier signals) is dropped.
+  std::string out;
+  while (ok) {
+    bool eof;
+    {
+      std::lock_guard<std::mutex> lock(ss.mu);
+      char buf[1024];
+      ssize_t n;
+      while ((n = libssh2_channel_read(ch, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+      while (libssh2_channel_read_stderr(ch, buf, sizeof buf) > 0) {
+      }
+      eof = libssh2_channel_eof(ch) != 0;
+    }
+    if (out.find(answer) != std::string::npos) return true;
+    if (eof || deadline.Expired()) break;
+    if (size_t nl = out.rfind('\n'); nl != std::string::npos) out.erase(0, nl + 1);
+    ss.Wait(milliseconds(20));
+  }
   LIBSSH2_CHANNEL* broken;
   {
     std::lock_guard<std::mutex> lock(ss.mu);
