@@ -285,9 +285,9 @@ struct ChannelCloser {
 };
 
 // The signal shell's loop: one "SIGNAL PGID" line per signal, answered with "FASIG SIGNAL PGID" once
-// kill has run; anything else is ignored.
+// kill has run; anything else is ignored. It says "FASIG ready" once the login shell has handed over.
 constexpr char kSignalLoop[] =
-    "exec /bin/sh -c 'while read -r s p; do case \"$s $p\" in "
+    "exec /bin/sh -c 'echo FASIG ready; while read -r s p; do case \"$s $p\" in "
     "TERM\\ [0-9]*|KILL\\ [0-9]*) kill -$s -$p 2>/dev/null; echo \"FASIG $s $p\";; esac; done'";
 
 // Opens the session's signal shell once (best effort: without it signals go through RunQuick).
@@ -302,6 +302,25 @@ void OpenSignalChannel(SshGuest::Session& ss, const CancellationToken& cancel) {
   if (!ss.Startup([&] { return libssh2_channel_exec(*ch, kSignalLoop); }, cancel, deadline, "start signal shell")
            .ok()) {
     return;
+  }
+  // Wait until the user's login shell has finished its start-up files and handed over: a session
+  // closed (or a server stopped) while they run would cut them off half way, and some leave state behind
+  // then (e.g. a lock file). It also means a first cancel finds the shell listening.
+  std::string out;
+  while (out.find("FASIG ready\n") == std::string::npos) {
+    bool eof;
+    {
+      std::lock_guard<std::mutex> lock(ss.mu);
+      char buf[1024];
+      ssize_t n;
+      while ((n = libssh2_channel_read(*ch, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+      while (libssh2_channel_read_stderr(*ch, buf, sizeof buf) > 0) {
+      }
+      eof = libssh2_channel_eof(*ch) != 0;
+    }
+    if (eof) return;
+    if (deadline.Expired() || cancel.IsCancelled()) break;  // slow: kept, SendOverSignalChannel copes
+    ss.Wait(milliseconds(20));
   }
   closer.ch = nullptr;
   std::lock_guard<std::mutex> lock(ss.mu);
