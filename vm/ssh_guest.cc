@@ -144,13 +144,12 @@ struct SshGuest::Session {
   // ("Failed waiting for channel success"). One such step at a time, held across its EAGAIN retries.
   std::mutex startup_mu;
   // A shell kept open on its own channel for signalling process groups ("TERM 1234" runs
-  // kill -TERM -1234), opened with the session's first command: a cancel then costs one write instead
-  // of starting a new command, whose login shell start-up alone can take a second. The pointer is
-  // read and written under `mu`; opening and writing are serialized by signal_mu.
+  // kill -TERM -1234), opened at connect: a cancel then costs one write instead of starting a new
+  // command, whose login shell start-up alone can take a second. Set before the session is shared;
+  // then used and cleared (when broken; never reopened) under signal_mu.
   // Lock order: signal_mu, startup_mu, mu.
   std::mutex signal_mu;
   LIBSSH2_CHANNEL* signal_ch = nullptr;
-  bool signal_ch_tried = false;  // under signal_mu: opened once; a broken one is not reopened
   std::string where;  // "user@host:port"
 
   ~Session() {
@@ -290,67 +289,12 @@ constexpr char kSignalLoop[] =
     "exec /bin/sh -c 'echo FASIG ready; while read -r s p; do case \"$s $p\" in "
     "TERM\\ [0-9]*|KILL\\ [0-9]*) kill -$s -$p 2>/dev/null; echo \"FASIG $s $p\";; esac; done'";
 
-// Opens the session's signal shell once (best effort: without it signals go through RunQuick).
-void OpenSignalChannel(SshGuest::Session& ss, const CancellationToken& cancel) {
-  std::lock_guard<std::mutex> serial(ss.signal_mu);
-  if (ss.signal_ch_tried) return;
-  ss.signal_ch_tried = true;
-  Deadline deadline = Deadline::After(std::chrono::seconds(10));
-  auto ch = ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, cancel, deadline, "open signal channel");
-  if (!ch.ok()) return;
-  ChannelCloser closer{&ss, *ch};
-  if (!ss.Startup([&] { return libssh2_channel_exec(*ch, kSignalLoop); }, cancel, deadline, "start signal shell")
-           .ok()) {
-    return;
-  }
-  // Wait until the user's login shell has finished its start-up files and handed over: a session
-  // closed (or a server stopped) while they run would cut them off half way, and some leave state behind
-  // then (e.g. a lock file). It also means a first cancel finds the shell listening.
+// Reads `ch`'s output until a line `line` (with its newline) has arrived; other output is dropped.
+// False when the channel ends, `deadline` passes or `cancel` fires first.
+bool AwaitLine(SshGuest::Session& ss, LIBSSH2_CHANNEL* ch, const std::string& line, const Deadline& deadline,
+               const CancellationToken& cancel) {
   std::string out;
-  while (out.find("FASIG ready\n") == std::string::npos) {
-    bool eof;
-    {
-      std::lock_guard<std::mutex> lock(ss.mu);
-      char buf[1024];
-      ssize_t n;
-      while ((n = libssh2_channel_read(*ch, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-      while (libssh2_channel_read_stderr(*ch, buf, sizeof buf) > 0) {
-      }
-      eof = libssh2_channel_eof(*ch) != 0;
-    }
-    if (eof) return;
-    if (deadline.Expired() || cancel.IsCancelled()) break;  // slow: kept, SendOverSignalChannel copes
-    ss.Wait(milliseconds(20));
-  }
-  closer.ch = nullptr;
-  std::lock_guard<std::mutex> lock(ss.mu);
-  ss.signal_ch = *ch;
-}
-
-// Sends "SIGNAL PGID" to the signal shell and waits for its answer (the kill has run: a grace period
-// counts from there even when the shell was slow to start). False if there is no signal shell or it is
-// broken or silent; it is then dropped and never used again.
-bool SendOverSignalChannel(SshGuest::Session& ss, const char* signal, long pgid) {
-  std::lock_guard<std::mutex> serial(ss.signal_mu);
-  LIBSSH2_CHANNEL* ch;
-  {
-    std::lock_guard<std::mutex> lock(ss.mu);
-    ch = ss.signal_ch;
-  }
-  if (ch == nullptr) return false;
-  const std::string line = absl::StrCat(signal, " ", pgid, "\n");
-  const std::string answer = absl::StrCat("FASIG ", line);
-  Deadline deadline = Deadline::After(std::chrono::seconds(10));
-  bool ok = true;
-  for (size_t sent = 0; ok && sent < line.size();) {
-    auto n = ss.Retry([&] { return libssh2_channel_write(ch, line.data() + sent, line.size() - sent); },
-                      CancellationToken(), deadline, "signal");
-    if (n.ok()) sent += static_cast<size_t>(*n);
-    else ok = false;
-  }
-  // Whatever else the shell printed (a login script's output, answers to earlier signals) is dropped.
-  std::string out;
-  while (ok) {
+  while (true) {
     bool eof;
     {
       std::lock_guard<std::mutex> lock(ss.mu);
@@ -361,18 +305,56 @@ bool SendOverSignalChannel(SshGuest::Session& ss, const char* signal, long pgid)
       }
       eof = libssh2_channel_eof(ch) != 0;
     }
-    if (out.find(answer) != std::string::npos) return true;
-    if (eof || deadline.Expired()) break;
+    if (out.find(line) != std::string::npos) return true;
+    if (eof || deadline.Expired() || cancel.IsCancelled()) return false;
     if (size_t nl = out.rfind('\n'); nl != std::string::npos) out.erase(0, nl + 1);
     ss.Wait(milliseconds(20));
   }
-  LIBSSH2_CHANNEL* broken;
-  {
-    std::lock_guard<std::mutex> lock(ss.mu);
-    broken = ss.signal_ch;
-    ss.signal_ch = nullptr;
+}
+
+// Opens the session's signal shell (best effort: without it signals go through RunQuick). Called
+// once, by Connect, before the session is shared.
+void OpenSignalChannel(SshGuest::Session& ss, const CancellationToken& cancel) {
+  Deadline deadline = Deadline::After(std::chrono::seconds(10));
+  auto ch = ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, cancel, deadline, "open signal channel");
+  if (!ch.ok()) return;
+  ChannelCloser closer{&ss, *ch};
+  if (!ss.Startup([&] { return libssh2_channel_exec(*ch, kSignalLoop); }, cancel, deadline, "start signal shell")
+           .ok()) {
+    return;
   }
-  ChannelCloser closer{&ss, broken};
+  // Wait until the user's login shell has finished its start-up files and handed over: a session
+  // closed (or a server stopped) while they run would cut them off half way, and some leave state behind
+  // then (e.g. a lock file). It also means a first cancel finds the shell listening. A shell that is
+  // only slow is kept (SendOverSignalChannel copes); one that ended is not.
+  if (!AwaitLine(ss, *ch, "FASIG ready\n", deadline, cancel)) {
+    std::lock_guard<std::mutex> lock(ss.mu);
+    if (libssh2_channel_eof(*ch) != 0) return;
+  }
+  closer.ch = nullptr;
+  ss.signal_ch = *ch;
+}
+
+// Sends "SIGNAL PGID" to the signal shell and waits for its answer (the kill has run: a grace period
+// counts from there even when the shell was slow to start). False if there is no signal shell or it is
+// broken or silent; it is then dropped and never used again.
+bool SendOverSignalChannel(SshGuest::Session& ss, const char* signal, long pgid) {
+  std::lock_guard<std::mutex> serial(ss.signal_mu);
+  LIBSSH2_CHANNEL* ch = ss.signal_ch;
+  if (ch == nullptr) return false;
+  const std::string line = absl::StrCat(signal, " ", pgid, "\n");
+  Deadline deadline = Deadline::After(std::chrono::seconds(10));
+  bool ok = true;
+  for (size_t sent = 0; ok && sent < line.size();) {
+    auto n = ss.Retry([&] { return libssh2_channel_write(ch, line.data() + sent, line.size() - sent); },
+                      CancellationToken(), deadline, "signal");
+    if (n.ok()) sent += static_cast<size_t>(*n);
+    else ok = false;
+  }
+  // Answers to earlier signals (a previous wait that gave up) are dropped with the rest.
+  if (ok && AwaitLine(ss, ch, absl::StrCat("FASIG ", line), deadline, CancellationToken())) return true;
+  ss.signal_ch = nullptr;
+  ChannelCloser closer{&ss, ch};
   return false;
 }
 
@@ -680,7 +662,6 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
   std::string command = absl::StrCat("exec /bin/sh -c ", ShellQuote(kWrapper), " fa ", preamble.size(), " ",
                                      script.size());
   Deadline setup_deadline = Deadline::After(std::chrono::seconds(30)).Min(req.deadline);
-  OpenSignalChannel(ss, req.cancel);
   ASSIGN_OR_RETURN(LIBSSH2_CHANNEL * ch, ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, req.cancel,
                                                    setup_deadline, "open channel"));
   ChannelCloser closer{&ss, ch};
