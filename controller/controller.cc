@@ -931,9 +931,17 @@ void Controller::HandleMessage(const std::shared_ptr<WorkerConnection>& conn, co
     switch (message.kind_case()) {
       case v1::WorkerMessage::kHeartbeat:
         w.info.set_last_heartbeat_unix_ms(UnixMillis());
-        // A worker with room again may take what it turned down while it was full.
-        if (message.heartbeat().slots_used() < std::max<uint32_t>(1, w.info.slots()) &&
-            ForgetRejectionsLocked(worker_id)) {
+        if (message.heartbeat().draining()) {
+          // Drained by SIGTERM on its machine: no new builds are offered (nor turned down again).
+          if (w.info.state() == v1::WORKER_STATE_ONLINE) {
+            w.info.set_state(v1::WORKER_STATE_DRAINING);
+            UpdateFreeLocked(w);
+            SaveWorkerLocked(w);
+            spdlog::info("worker {} draining", w.info.id());
+          }
+        } else if (message.heartbeat().slots_used() < std::max<uint32_t>(1, w.info.slots()) &&
+                   ForgetRejectionsLocked(worker_id)) {
+          // A worker with room again may take what it turned down while it was full.
           ScheduleLocked();
         }
         break;

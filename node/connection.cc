@@ -286,8 +286,8 @@ void ControllerConnection::HeartbeatLoop() {
     if (!live_) continue;
     lock.unlock();
     v1::WorkerMessage msg;
+    *msg.mutable_heartbeat() = handler_->MakeHeartbeat();
     msg.mutable_heartbeat()->set_sent_unix_ms(UnixMillis());
-    msg.mutable_heartbeat()->set_slots_used(handler_->SlotsUsed());
     SendPriority(std::move(msg));
     lock.lock();
   }

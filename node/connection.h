@@ -34,8 +34,8 @@ class ConnectionHandler {
   // Every controller message, in order. A Welcome arrives after the stream is marked live, so the
   // handler may send from here.
   virtual void OnMessage(const freeagent::v1::ControllerMessage& message) = 0;
-  // Jobs in use, for heartbeats.
-  virtual uint32_t SlotsUsed() = 0;
+  // What a heartbeat says (jobs in use, draining); the connection sets the send time.
+  virtual freeagent::v1::Heartbeat MakeHeartbeat() = 0;
 };
 
 struct ConnectionOptions {

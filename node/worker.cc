@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/fs.h"
 #include "vm/local_driver.h"
 #include "vm/qemu_driver.h"
@@ -197,6 +198,14 @@ uint32_t Worker::SlotsUsedLocked() const {
 uint32_t Worker::SlotsUsed() {
   std::lock_guard<std::mutex> lock(mu_);
   return SlotsUsedLocked();
+}
+
+v1::Heartbeat Worker::MakeHeartbeat() {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::Heartbeat beat;
+  beat.set_slots_used(SlotsUsedLocked());
+  beat.set_draining(draining_);
+  return beat;
 }
 
 v1::Hello Worker::MakeHello() {
@@ -462,10 +471,17 @@ void Worker::ReapLocked(std::unique_lock<std::mutex>& lock) {
 }
 
 void Worker::StopAccepting(std::chrono::seconds timeout) {
-  std::lock_guard<std::mutex> lock(mu_);
-  draining_ = true;
-  if (timeout.count() > 0) drain_deadline_ = std::chrono::steady_clock::now() + timeout;
-  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+    if (timeout.count() > 0) drain_deadline_ = std::chrono::steady_clock::now() + timeout;
+    cv_.notify_all();
+  }
+  // A heartbeat now, not at the next beat: the controller stops offering builds it would turn down.
+  v1::WorkerMessage msg;
+  *msg.mutable_heartbeat() = MakeHeartbeat();
+  msg.mutable_heartbeat()->set_sent_unix_ms(UnixMillis());
+  connection_->SendPriority(std::move(msg));
 }
 
 void Worker::Drain(std::chrono::seconds timeout) {

@@ -54,7 +54,8 @@ class Worker : public ConnectionHandler {
   // ConnectionHandler (gRPC threads; never block).
   freeagent::v1::Hello MakeHello() override;
   void OnMessage(const freeagent::v1::ControllerMessage& message) override;
-  uint32_t SlotsUsed() override;
+  freeagent::v1::Heartbeat MakeHeartbeat() override;
+  uint32_t SlotsUsed();
 
   bool connected() const { return connection_->connected(); }
   size_t JobCount();

@@ -1,5 +1,6 @@
 // BuildService, FleetService and WorkerService together over a real server with scripted workers.
 #include <algorithm>
+#include <thread>
 
 #include "tests/controller/controller_fixture.h"
 
@@ -490,6 +491,31 @@ TEST_F(BuildServiceTest, DrainStopsNewAssignments) {
   ASSERT_TRUE(fleet_->ListWorkers(&ctx2, v1::ListWorkersRequest(), &workers).ok());
   ASSERT_EQ(workers.workers_size(), 1);
   EXPECT_EQ(workers.workers(0).state(), v1::WORKER_STATE_DRAINING);
+}
+
+// A worker drained by SIGTERM on its machine says so in a heartbeat: it is offered nothing more.
+TEST_F(BuildServiceTest, ADrainingHeartbeatStopsNewAssignments) {
+  FakeWorker worker(channel_);
+  worker.Hello("w1");
+  v1::WorkerMessage hb;
+  hb.mutable_heartbeat()->set_sent_unix_ms(1);
+  hb.mutable_heartbeat()->set_draining(true);
+  ASSERT_TRUE(worker.Send(hb));
+  v1::WorkerState state = v1::WORKER_STATE_UNSPECIFIED;
+  for (auto until = std::chrono::steady_clock::now() + 5s; std::chrono::steady_clock::now() < until;) {
+    grpc::ClientContext ctx;
+    v1::ListWorkersResponse workers;
+    ASSERT_TRUE(fleet_->ListWorkers(&ctx, v1::ListWorkersRequest(), &workers).ok());
+    ASSERT_EQ(workers.workers_size(), 1);
+    state = workers.workers(0).state();
+    if (state == v1::WORKER_STATE_DRAINING) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(state, v1::WORKER_STATE_DRAINING);
+  auto build = Submit(Spec(source_));
+  ASSERT_TRUE(build.ok());
+  EXPECT_FALSE(worker.NextAssign(300ms).has_value());
+  EXPECT_EQ(Get(build->id()).state(), v1::JOB_STATE_QUEUED);
 }
 
 TEST_F(BuildServiceTest, NewConnectionOfSameWorkerReplacesTheOld) {

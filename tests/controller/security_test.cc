@@ -261,7 +261,7 @@ class NullHandler final : public node::ConnectionHandler {
     return h;
   }
   void OnMessage(const v1::ControllerMessage& /*message*/) override {}
-  uint32_t SlotsUsed() override { return 0; }
+  v1::Heartbeat MakeHeartbeat() override { return {}; }
 };
 
 TEST_F(TokenTest, AWorkerWithABadTokenBacksOffInsteadOfSpinning) {
