@@ -257,8 +257,7 @@ void Controller::WorkerLostLocked(Worker& w, const std::string& why) {
       RequeueLocked(*job, /*next_attempt=*/true, why);
     }
   }
-  w.jobs.clear();
-  UpdateFreeLocked(w);
+  w.jobs.clear();  // (already out of free_workers_: it has no connection)
   SaveWorkerLocked(w);
 }
 
@@ -281,7 +280,7 @@ v1::Build Controller::PublicBuildLocked(const Job& job) {
   return b;
 }
 
-absl::Status Controller::SealSecrets(const v1::Build& build) {
+absl::StatusOr<bool> Controller::SealSecrets(const v1::Build& build) {
   std::map<std::string, std::string> sealed;
   auto seal = [&](const std::string& name, const std::string& value) -> absl::Status {
     ASSIGN_OR_RETURN(sealed[name], secret_box_->Seal(value, SecretBox::Aad(build.id(), name)));
@@ -294,7 +293,7 @@ absl::Status Controller::SealSecrets(const v1::Build& build) {
     RETURN_IF_ERROR(seal(std::string(kP12PasswordName), build.spec().signing().p12_password()));
   }
   store_->PutSecrets(build.id(), sealed);
-  return absl::OkStatus();
+  return !sealed.empty();
 }
 
 absl::Status Controller::UnsealSecrets(v1::Build& build, const std::map<std::string, std::string>& sealed) {
@@ -671,9 +670,7 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
     b.set_attempt(1);
     b.set_created_unix_ms(UnixMillis());
     // Sealed before the job row exists, so a stored queued build always has its secrets.
-    RETURN_IF_ERROR(SealSecrets(job.build));
-    job.has_sealed = !job.build.spec().secret_env().empty() ||
-                     (job.build.spec().has_signing() && !job.build.spec().signing().p12_password().empty());
+    ASSIGN_OR_RETURN(job.has_sealed, SealSecrets(job.build));
     Job& stored = jobs_.emplace(id, std::move(job)).first->second;
     by_seq_[stored.seq] = id;
     queue_.insert(KeyOf(stored));
@@ -684,10 +681,14 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
   }
   FlushNotifications();
   // The client hears of the build only once it is committed.
-  if (absl::Status st = store_->Sync(); !st.ok()) {
-    return absl::InternalError(absl::StrCat("build ", out.id(), " could not be stored: ", st.message()));
-  }
+  RETURN_IF_ERROR(WaitCommitted(absl::StrCat("build ", out.id())));
   return out;
+}
+
+absl::Status Controller::WaitCommitted(const std::string& what) {
+  absl::Status st = store_->Sync();
+  if (!st.ok()) return absl::InternalError(absl::StrCat(what, " could not be stored: ", st.message()));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::Build> Controller::Get(const std::string& id) {
@@ -743,6 +744,8 @@ absl::StatusOr<v1::Build> Controller::Cancel(const std::string& id, const std::s
     out = PublicBuildLocked(*job);
   }
   FlushNotifications();
+  // A build the client was told is cancelled stays cancelled after a crash.
+  RETURN_IF_ERROR(WaitCommitted(absl::StrCat("the cancel of build ", id)));
   return out;
 }
 

@@ -142,8 +142,8 @@ class Controller {
   void LivenessLoop();
 
   // Secrets at rest: sealed into the store at submit, put back into the in-memory spec at load,
-  // erased from both when the build ends.
-  absl::Status SealSecrets(const v1::Build& build);
+  // erased from both when the build ends. SealSecrets says whether the build had any to seal.
+  absl::StatusOr<bool> SealSecrets(const v1::Build& build);
   absl::Status UnsealSecrets(v1::Build& build, const std::map<std::string, std::string>& sealed);
   void DropSecretsLocked(Job& job);
 
@@ -181,6 +181,9 @@ class Controller {
                       const v1::LogChunk& chunk);
   void HandleResultLocked(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,
                           const v1::JobResult& result);
+  // Waits until every row written so far is committed; INTERNAL "<what> could not be stored: ..." if
+  // the commit failed. RPCs that report a change (Submit, Cancel) reply only after it.
+  absl::Status WaitCommitted(const std::string& what);
   // Messages to a worker leave once every row written before them is committed (in order): a worker
   // never acts on an assignment, nor forgets a result, that a killed controller would not remember.
   void SendLocked(const std::shared_ptr<WorkerConnection>& conn, v1::ControllerMessage message);

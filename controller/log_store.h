@@ -1,9 +1,9 @@
 // Durable per-attempt build logs: one append-only file per (job, attempt) under <data-dir>/logs.
 // Bytes are written at once and made durable by a small pool of sync threads that coalesce fdatasync
 // calls per file; the committed offset of an attempt is the durable size of its file. Several files are
-// synced at once because each build has its own file and the filesystem commits concurrent syncs in
-// one journal transaction: one thread syncing thousands of new files in turn would bound the whole
-// controller at a few hundred builds per second. Watchers read the files.
+// synced at once because each build has its own file and concurrent syncs overlap their disk writes:
+// one thread syncing thousands of new files in turn would bound the whole controller at a few hundred
+// builds per second. Watchers read the files.
 #pragma once
 
 #include <condition_variable>
@@ -65,13 +65,9 @@ class LogStore {
   // Sizes of an attempt's log (0/0 when it has none). Thread-safe.
   Sizes GetSizes(const std::string& job_id, uint32_t attempt);
 
-  // Makes every byte written so far durable now, on the calling thread (one fdatasync), so that a
-  // finished attempt reports its whole log as committed. Commit callbacks still run from a sync
-  // thread.
-  absl::Status Flush(const std::string& job_id, uint32_t attempt);
-
-  // The same without blocking: returns true if every byte written so far is already durable (`done`
-  // is not called); otherwise a sync thread calls `done` once they are. Thread-safe.
+  // Makes every byte written so far durable without blocking (so that a finished attempt reports its
+  // whole log as committed): returns true if they already are (`done` is not called); otherwise a sync
+  // thread calls `done` once they are. Commit callbacks still run too. Thread-safe.
   bool FlushAsync(const std::string& job_id, uint32_t attempt, FlushCallback done);
 
   // Closes the attempt's file once nothing is pending for it.

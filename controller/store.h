@@ -44,8 +44,8 @@ class Store {
   // committed at once on the calling thread. Idempotent.
   void Stop();
 
-  // --- Queued writes. Each returns at once; its error, if any, is logged by the writer and reported
-  // to the AfterCommit callbacks of its transaction. Thread-safe.
+  // --- Queued writes. Each returns at once; its error, if any, is logged by the writer, and the rest of
+  // its transaction still commits (AfterCommit callbacks get the commit's status). Thread-safe.
   void PutWorker(const v1::WorkerInfo& worker);
   // Stores the job; the spec's secret values (secret_env values, the P12 password) are never written
   // by this call: they go through PutSecrets, sealed.
