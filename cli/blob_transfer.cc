@@ -151,8 +151,6 @@ absl::StatusOr<std::string> SafeArtifactFileName(const std::string& name) {
 
 namespace {
 
-constexpr uint64_t kWritebackBytes = 8u << 20;
-
 // Streams `request` into `fd` (the part file, already holding `*offset` bytes that `hash` has seen),
 // checking that chunks arrive in order. A download by upload_id ends with a chunk naming the stored
 // digest and size, returned in `*end`.
@@ -180,11 +178,7 @@ absl::Status Receive(BlobService::StubInterface* blobs, const freeagent::v1::Dow
     if (!write_status.ok()) break;
     hash->Update(chunk.data());
     *offset += chunk.data().size();
-    // The fsync before the rename then waits for the last few MiB only.
-    if (*offset - written_back >= kWritebackBytes) {
-      StartWriteback(fd, written_back, *offset - written_back);
-      written_back = *offset;
-    }
+    StartWriteback(fd, *offset, &written_back);  // the fsync before the rename then waits for little
     if (progress) progress->Update(*offset);
   }
   if (!write_status.ok()) {
@@ -293,16 +287,6 @@ absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
   if (fsync(out.fd) != 0) return ErrnoStatus(errno, "fsync", part);
   if (rename(part.c_str(), target.c_str()) != 0) return ErrnoStatus(errno, "rename", part);
   return target;
-}
-
-absl::Status ValidateUploadId(const std::string& upload_id) {
-  bool ok = upload_id.size() == 32;
-  for (char c : upload_id) ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
-  if (!ok) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("upload_id \"", upload_id.substr(0, 80), "\" is not 32 lowercase hex characters"));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace freeagent::cli

@@ -42,9 +42,6 @@ absl::StatusOr<std::string> DownloadArtifact(freeagent::v1::BlobService::StubInt
                                              const DownloadOptions& options = {},
                                              freeagent::v1::ArtifactInfo* stored = nullptr);
 
-// INVALID_ARGUMENT unless `upload_id` is 32 lowercase hex characters.
-absl::Status ValidateUploadId(const std::string& upload_id);
-
 // The file name an artifact is saved under: its base name, never a path that could leave the
 // download directory. INVALID_ARGUMENT for names like "", ".", "..".
 absl::StatusOr<std::string> SafeArtifactFileName(const std::string& name);

@@ -160,14 +160,16 @@ absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& path) 
   return names;
 }
 
-void StartWriteback(int fd, uint64_t offset, uint64_t length) {
+void StartWriteback(int fd, uint64_t written, uint64_t* started) {
+  constexpr uint64_t kStep = 8u << 20;
+  if (written < *started + kStep) return;
 #ifdef __linux__
-  ::sync_file_range(fd, static_cast<off64_t>(offset), static_cast<off64_t>(length), SYNC_FILE_RANGE_WRITE);
+  ::sync_file_range(fd, static_cast<off64_t>(*started), static_cast<off64_t>(written - *started),
+                    SYNC_FILE_RANGE_WRITE);
 #else
   (void)fd;
-  (void)offset;
-  (void)length;
 #endif
+  *started = written;
 }
 
 absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& path) {

@@ -32,9 +32,11 @@ absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& path);
 // Writes all `size` bytes to `fd` (retrying short writes and EINTR); errors name `path`.
 absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& path);
 
-// Starts writing bytes [offset, offset + length) of `fd` to disk without waiting for it, so that a
-// later fsync of a large file has little left to wait for. Best effort: Linux only, errors ignored.
-void StartWriteback(int fd, uint64_t offset, uint64_t length);
+// For a file written from the start in order: once 8 MiB or more past `*started` are written (the
+// file holds `written` bytes), starts writing them to disk without waiting and moves `*started` to
+// `written`, so that a later fsync of a large file has little left to wait for. Best effort: Linux
+// only, errors ignored.
+void StartWriteback(int fd, uint64_t written, uint64_t* started);
 
 // Maps an errno to the closest absl code and builds "<what> <path>: <strerror>".
 absl::Status ErrnoStatus(int err, std::string_view what, std::string_view path);

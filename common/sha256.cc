@@ -7,6 +7,7 @@
 #include <array>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "common/fs.h"
 
 namespace freeagent {
@@ -61,12 +62,24 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
   return h.FinishHex();
 }
 
-bool IsSha256Hex(std::string_view digest) {
-  if (digest.size() != 64) return false;
-  for (char c : digest) {
+namespace {
+
+bool IsLowerHex(std::string_view s, size_t length) {
+  if (s.size() != length) return false;
+  for (char c : s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return true;
+}
+
+}  // namespace
+
+bool IsSha256Hex(std::string_view digest) { return IsLowerHex(digest, 64); }
+
+absl::Status ValidateUploadId(std::string_view upload_id) {
+  if (IsLowerHex(upload_id, 32)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("upload_id \"", std::string(upload_id.substr(0, 80)),
+                                                 "\" is not 32 lowercase hex characters"));
 }
 
 }  // namespace freeagent

@@ -34,4 +34,8 @@ absl::StatusOr<std::string> Sha256File(const std::string& path);
 // True if `digest` is 64 lowercase hex characters.
 bool IsSha256Hex(std::string_view digest);
 
+// The name of a streaming blob upload (digest known only at its end): 128 random bits as 32 lowercase
+// hex characters. INVALID_ARGUMENT naming the value otherwise.
+absl::Status ValidateUploadId(std::string_view upload_id);
+
 }  // namespace freeagent

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/sha256.h"
 #include "controller/services.h"
 #include "proto/grpc_status.h"
 
@@ -90,7 +92,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
   DownloadReactor(BlobStore* blobs, const v1::DownloadRequest& request)
       : blobs_(blobs), upload_id_(request.digest().empty() ? request.upload_id() : ""), pos_(request.offset()) {
     if (!upload_id_.empty()) {
-      if (absl::Status st = BlobStore::ValidateUploadId(upload_id_); !st.ok()) {
+      if (absl::Status st = ValidateUploadId(upload_id_); !st.ok()) {
         Finish(proto::ToGrpcStatus(st));
         return;
       }
@@ -154,6 +156,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
 
   // Reads the next chunk below `limit` and starts its write.
   void SendUpTo(uint64_t limit) {
+    poll_ = kFirstPoll;
     const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkSize, limit - pos_));
     chunk_.Clear();
     chunk_.set_offset(pos_);
@@ -198,7 +201,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
       // stays readable across that rename.
       const std::string path = p->state == UploadProgress::State::kStored
                                    ? blobs_->PathFor(p->digest)
-                                   : blobs_->PartialPathFor("upload-" + upload_id_);
+                                   : blobs_->PartialPathFor(BlobStore::UploadKey(upload_id_));
       fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd_ < 0) {
         if (errno == ENOENT) {
@@ -237,9 +240,12 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
     WaitAndRetry();
   }
 
-  // Caught up with the writer: look again shortly, off the reaction.
+  // Caught up with the writer: look again shortly, off the reaction. The wait starts at 2 ms and doubles
+  // up to 50 ms while nothing new arrives (a stalled upload is not polled 500 times a second); sending
+  // a chunk starts it over.
   void WaitAndRetry() {
-    alarm_.Set(std::chrono::system_clock::now() + std::chrono::milliseconds(2), [this](bool) { NextFollowing(); });
+    alarm_.Set(std::chrono::system_clock::now() + poll_, [this](bool) { NextFollowing(); });
+    poll_ = std::min(poll_ * 2, std::chrono::milliseconds(50));
   }
 
   BlobStore* const blobs_;
@@ -250,6 +256,8 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
   bool done_ = false;  // the last chunk is in flight
   std::atomic<bool> cancelled_{false};
   std::chrono::steady_clock::time_point started_;
+  static constexpr std::chrono::milliseconds kFirstPoll{2};
+  std::chrono::milliseconds poll_ = kFirstPoll;
   grpc::Alarm alarm_;
   v1::DownloadChunk chunk_;
 };

@@ -17,8 +17,6 @@
 namespace freeagent::controller {
 namespace {
 
-constexpr uint64_t kWritebackBytes = 8u << 20;
-
 absl::StatusOr<uint64_t> FileSize(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "stat", path);
@@ -62,20 +60,10 @@ std::string BlobStore::PartialPathFor(const std::string& key) const {
   return absl::StrCat(dir_, "/partial/", key);
 }
 
-absl::Status BlobStore::ValidateUploadId(std::string_view upload_id) {
-  bool ok = upload_id.size() == 32;
-  for (char c : upload_id) ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat("upload_id \"", std::string(upload_id.substr(0, 80)),
-                                                   "\" is not 32 lowercase hex characters"));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<v1::BlobInfo> BlobStore::StatUpload(const std::string& upload_id) {
   RETURN_IF_ERROR(ValidateUploadId(upload_id));
   v1::BlobInfo info;
-  if (auto partial = FileSize(PartialPathFor("upload-" + upload_id)); partial.ok()) info.set_partial_size(*partial);
+  if (auto partial = FileSize(PartialPathFor(UploadKey(upload_id))); partial.ok()) info.set_partial_size(*partial);
   return info;
 }
 
@@ -148,7 +136,7 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::BeginUpload(const v1::Upl
                                                      kMaxBlobBytes, " bytes"));
   }
   const std::string& digest = header.digest();
-  const std::string key = streaming ? "upload-" + header.upload_id() : digest;
+  const std::string key = streaming ? UploadKey(header.upload_id()) : digest;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!streaming) touched_ms_[digest] = UnixMillis();
@@ -194,12 +182,10 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::BeginUpload(const v1::Upl
   return writer;
 }
 
-void BlobStore::EndUpload(const std::string& key) {
+void BlobStore::EndUpload(const std::string& key, const std::string& upload_id) {
   std::lock_guard<std::mutex> lock(mu_);
   uploading_.erase(key);
-  if (key.rfind("upload-", 0) == 0) {
-    if (auto it = uploads_.find(key.substr(7)); it != uploads_.end()) it->second.sender_connected = false;
-  }
+  if (auto it = uploads_.find(upload_id); it != uploads_.end()) it->second.sender_connected = false;
 }
 
 void BlobStore::NoteUploadStarted(const std::string& upload_id, uint64_t written) {
@@ -246,7 +232,7 @@ absl::StatusOr<UploadProgress> BlobStore::FollowUpload(const std::string& upload
     if (auto it = uploads_.find(upload_id); it != uploads_.end()) return it->second;
   }
   struct stat st {};
-  if (::stat(PartialPathFor("upload-" + upload_id).c_str(), &st) != 0) {
+  if (::stat(PartialPathFor(UploadKey(upload_id)).c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("upload ", upload_id, " is unknown to the blob store"));
   }
   UploadProgress p;
@@ -257,7 +243,7 @@ absl::StatusOr<UploadProgress> BlobStore::FollowUpload(const std::string& upload
 
 BlobWriter::~BlobWriter() {
   if (fd_ >= 0) ::close(fd_);
-  store_->EndUpload(key_);
+  store_->EndUpload(key_, upload_id_);
 }
 
 absl::Status BlobWriter::Write(std::string_view data) {
@@ -278,10 +264,7 @@ absl::Status BlobWriter::Write(std::string_view data) {
     data.remove_prefix(static_cast<size_t>(n));
   }
   // The commit's fsync then waits for the last few MiB only, not the whole blob.
-  if (received_ - written_back_ >= kWritebackBytes) {
-    StartWriteback(fd_, written_back_, received_ - written_back_);
-    written_back_ = received_;
-  }
+  StartWriteback(fd_, received_, &written_back_);
   if (streaming()) store_->NoteUploadWritten(upload_id_, received_);
   return absl::OkStatus();
 }

@@ -56,7 +56,7 @@ class BlobWriter {
   BlobStore* store_;
   std::string digest_;     // empty for a streaming upload until its trailer
   std::string upload_id_;  // streaming uploads only
-  std::string key_;        // digest_ or "upload-<upload_id_>": names the partial and the claim
+  std::string key_;        // digest_ or UploadKey(upload_id_): names the partial and the claim
   uint64_t size_;
   uint64_t received_ = 0;  // bytes of the blob so far, including a resumed prefix
   uint64_t written_back_ = 0;  // bytes whose writeback to disk has been started (StartWriteback)
@@ -98,8 +98,6 @@ class BlobStore {
   absl::StatusOr<v1::BlobInfo> Stat(const std::string& digest);
   // The partial size of streaming upload `upload_id` (0 when there is none).
   absl::StatusOr<v1::BlobInfo> StatUpload(const std::string& upload_id);
-  // INVALID_ARGUMENT unless 32 lowercase hex characters.
-  static absl::Status ValidateUploadId(std::string_view upload_id);
   bool Exists(const std::string& digest);
 
   // The largest blob accepted (a source archive, an .ipa with its dSYMs): far above any real build
@@ -124,12 +122,15 @@ class BlobStore {
   absl::StatusOr<UploadProgress> FollowUpload(const std::string& upload_id);
 
   std::string PathFor(const std::string& digest) const;
-  // `key`: a digest, or "upload-<upload_id>" for a streaming upload.
+  // `key`: a digest, or UploadKey(upload_id) for a streaming upload.
   std::string PartialPathFor(const std::string& key) const;
+  // "upload-<upload_id>": names a streaming upload's partial and claim.
+  static std::string UploadKey(const std::string& upload_id) { return "upload-" + upload_id; }
 
  private:
   friend class BlobWriter;
-  void EndUpload(const std::string& key);
+  // The writer of `key` (and of streaming upload `upload_id`, empty for an upload by digest) is gone.
+  void EndUpload(const std::string& key, const std::string& upload_id);
   // Streaming upload records for readers (FollowUpload). Ended records are kept for a while, then pruned.
   void NoteUploadStarted(const std::string& upload_id, uint64_t written);
   void NoteUploadWritten(const std::string& upload_id, uint64_t written);

@@ -1,4 +1,5 @@
 // sha256, filesystem helpers and the cancellation token.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +35,41 @@ TEST(Sha256File, HashesFileAndReportsMissing) {
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(*d, Sha256Hex("abc"));
   EXPECT_EQ(Sha256File(*dir + "/missing").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(RemoveTree(*dir).ok());
+}
+
+TEST(ValidateUploadId, AcceptsOnly32LowercaseHexCharacters) {
+  EXPECT_TRUE(ValidateUploadId("0123456789abcdef0123456789abcdef").ok());
+  for (const char* bad : {"", "0123456789abcdef0123456789abcde", "0123456789abcdef0123456789abcdef0",
+                          "0123456789ABCDEF0123456789abcdef", "../3456789abcdef0123456789abcdef"}) {
+    absl::Status st = ValidateUploadId(bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.message().find("upload_id \"" + std::string(bad) + "\""), std::string_view::npos) << st;
+  }
+}
+
+TEST(StartWriteback, StartsOnlyOnceEightMebibytesAreWaiting) {
+  auto dir = MakePrivateTempDir("/tmp", "fa-wb-");
+  ASSERT_TRUE(dir.ok());
+  const std::string path = *dir + "/f";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  const std::string mib(1 << 20, 'x');
+  uint64_t written = 0, started = 0;
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_TRUE(WriteAll(fd, mib.data(), mib.size(), path).ok());
+    written += mib.size();
+    StartWriteback(fd, written, &started);
+    EXPECT_EQ(started, 0u) << "after " << i + 1 << " MiB";
+  }
+  ASSERT_TRUE(WriteAll(fd, mib.data(), mib.size(), path).ok());
+  written += mib.size();
+  StartWriteback(fd, written, &started);
+  EXPECT_EQ(started, written);  // 8 MiB: started, and the next step counts from here
+  ASSERT_TRUE(WriteAll(fd, mib.data(), mib.size(), path).ok());
+  StartWriteback(fd, written + mib.size(), &started);
+  EXPECT_EQ(started, written);
+  ::close(fd);
   ASSERT_TRUE(RemoveTree(*dir).ok());
 }
 
