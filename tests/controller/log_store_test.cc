@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <future>
 #include <mutex>
 #include <string>
@@ -23,6 +26,57 @@ class LogStoreTest : public ::testing::Test {
   void TearDown() override { RemoveTree(dir_).IgnoreError(); }
   std::string dir_;
 };
+
+// Appends `data` at `offset` and waits until the store reports it durable.
+void AppendDurably(LogStore& store, const std::string& id, uint64_t offset, const std::string& data) {
+  auto committed = std::make_shared<std::promise<void>>();
+  auto once = std::make_shared<std::once_flag>();
+  const uint64_t end = offset + data.size();
+  auto r = store.Append(id, 1, offset, data, [=](uint64_t c) {
+    if (c >= end) std::call_once(*once, [&] { committed->set_value(); });
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  if (!r->pending) return;
+  ASSERT_EQ(committed->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready) << id;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// Every commit callback of one attempt, in the order they ran.
+class CommitRecord {
+ public:
+  LogStore::CommitCallback Callback() {
+    return [this](uint64_t committed) {
+      std::lock_guard<std::mutex> lock(mu_);
+      seen_.push_back(committed);
+    };
+  }
+  // They never went backwards and the last one reported `end`.
+  void ExpectInOrderUpTo(uint64_t end) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSERT_FALSE(seen_.empty());
+    for (size_t i = 1; i < seen_.size(); ++i) EXPECT_LE(seen_[i - 1], seen_[i]);
+    EXPECT_EQ(seen_.back(), end);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<uint64_t> seen_;
+};
+
+// FlushAsync of attempt 1, waiting for its callback when there is one.
+absl::Status Flush(LogStore& store, const std::string& id) {
+  auto flushed = std::make_shared<std::promise<absl::Status>>();
+  if (store.FlushAsync(id, 1, [flushed](absl::Status st) { flushed->set_value(st); })) return absl::OkStatus();
+  auto f = flushed->get_future();
+  if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    return absl::DeadlineExceededError("no flush callback in 30 s");
+  }
+  return f.get();
+}
 
 TEST_F(LogStoreTest, AppendsDropDuplicatesAndIgnoreGaps) {
   LogStore store(dir_ + "/logs");
@@ -100,27 +154,89 @@ TEST_F(LogStoreTest, FlushAsyncCallsBackOnceEveryFileIsDurable) {
 TEST_F(LogStoreTest, CommitCallbacksOfOneFileNeverGoBackwards) {
   LogStore store(dir_ + "/logs");
   ASSERT_TRUE(store.Start().ok());
-  std::mutex mu;
-  std::vector<uint64_t> seen;
-  auto record = [&](uint64_t c) {
-    std::lock_guard<std::mutex> lock(mu);
-    seen.push_back(c);
-  };
+  CommitRecord record;
   uint64_t offset = 0;
   for (int i = 0; i < 200; ++i) {
-    ASSERT_TRUE(store.Append("b-order", 1, offset, "0123456789", record).ok());
+    ASSERT_TRUE(store.Append("b-order", 1, offset, "0123456789", record.Callback()).ok());
     offset += 10;
   }
-  std::promise<absl::Status> flushed;
-  if (store.FlushAsync("b-order", 1, [&](absl::Status st) { flushed.set_value(st); })) {
-    flushed.set_value(absl::OkStatus());
-  }
-  EXPECT_TRUE(flushed.get_future().get().ok());
+  EXPECT_TRUE(Flush(store, "b-order").ok());
   store.Stop();
-  std::lock_guard<std::mutex> lock(mu);
-  ASSERT_FALSE(seen.empty());
-  for (size_t i = 1; i < seen.size(); ++i) EXPECT_LE(seen[i - 1], seen[i]);
-  EXPECT_EQ(seen.back(), offset);
+  record.ExpectInOrderUpTo(offset);
+}
+
+TEST_F(LogStoreTest, JournalRestoresCommittedBytesTheFilesLost) {
+  const std::string dir = dir_ + "/logs";
+  std::string lost_path, cut_path;
+  {
+    LogStore store(dir);
+    ASSERT_TRUE(store.Start().ok());
+    AppendDurably(store, "b-lost", 0, "first line\n");
+    AppendDurably(store, "b-lost", 11, "second line\n");
+    AppendDurably(store, "b-cut", 0, std::string(5000, 'c'));
+    lost_path = store.PathFor("b-lost", 1);
+    cut_path = store.PathFor("b-cut", 1);
+    store.Stop();
+  }
+  // What a power cut can do to files that were never synced themselves: gone, or cut short.
+  ASSERT_EQ(::unlink(lost_path.c_str()), 0);
+  ASSERT_EQ(::truncate(cut_path.c_str(), 100), 0);
+  LogStore store(dir);
+  ASSERT_TRUE(store.Start().ok());
+  EXPECT_EQ(store.GetSizes("b-lost", 1).committed, 23u);
+  EXPECT_EQ(store.GetSizes("b-cut", 1).committed, 5000u);
+  auto lost = ReadFile(lost_path);
+  ASSERT_TRUE(lost.ok()) << lost.status();
+  EXPECT_EQ(*lost, "first line\nsecond line\n");
+  auto cut = ReadFile(cut_path);
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  EXPECT_EQ(*cut, std::string(5000, 'c'));
+  // The log goes on from its restored end, into the new segment.
+  AppendDurably(store, "b-lost", 23, "third\n");
+  store.Stop();  // waits for the old segment's retirement
+  EXPECT_FALSE(Exists(store.SegmentPath(1))) << "replayed segment kept after its files were synced";
+  EXPECT_TRUE(Exists(store.SegmentPath(2)));
+}
+
+TEST_F(LogStoreTest, TornJournalTailIsIgnored) {
+  const std::string dir = dir_ + "/logs";
+  std::string path;
+  {
+    LogStore store(dir);
+    ASSERT_TRUE(store.Start().ok());
+    AppendDurably(store, "b-torn", 0, "kept");
+    path = store.PathFor("b-torn", 1);
+    store.Stop();
+    // A record whose write was cut off: a header with no body.
+    auto segment = ReadFile(store.SegmentPath(1));
+    ASSERT_TRUE(segment.ok());
+    ASSERT_FALSE(segment->empty());
+    ASSERT_TRUE(WriteFileAtomic(store.SegmentPath(1), *segment + segment->substr(0, 20)).ok());
+  }
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  LogStore store(dir);
+  ASSERT_TRUE(store.Start().ok());
+  auto content = ReadFile(path);
+  ASSERT_TRUE(content.ok()) << content.status();
+  EXPECT_EQ(*content, "kept");
+  EXPECT_EQ(store.GetSizes("b-torn", 1).committed, 4u);
+}
+
+TEST_F(LogStoreTest, LogPastTheJournalLimitIsSyncedInOrder) {
+  LogStore store(dir_ + "/logs");
+  ASSERT_TRUE(store.Start().ok());
+  CommitRecord record;
+  // Chunks on both sides of the limit: the journal and the sync threads both report this file.
+  const std::string chunk(1000, 'z');
+  uint64_t offset = 0;
+  while (offset < 2 * LogStore::kJournalLogBytes) {
+    ASSERT_TRUE(store.Append("b-long", 1, offset, chunk, record.Callback()).ok());
+    offset += chunk.size();
+  }
+  EXPECT_TRUE(Flush(store, "b-long").ok());
+  EXPECT_EQ(store.GetSizes("b-long", 1).committed, offset);
+  store.Stop();
+  record.ExpectInOrderUpTo(offset);
 }
 
 }  // namespace
