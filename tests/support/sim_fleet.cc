@@ -142,7 +142,7 @@ class SimWorker final : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::Co
       ++running_;
       results_.insert(key);
     }
-    fleet_->OnAssign(key, latency_ms, has_latency);
+    fleet_->OnAssign(job.job_id(), key, latency_ms, has_latency);
     v1::WorkerMessage accepted;
     accepted.mutable_accepted()->set_job_id(job.job_id());
     accepted.mutable_accepted()->set_attempt(job.attempt());
@@ -284,8 +284,10 @@ void SimFleet::OnWelcome() {
   cv_.notify_all();
 }
 
-void SimFleet::OnAssign(const std::string& key, double latency_ms, bool has_latency) {
+void SimFleet::OnAssign(const std::string& job_id, const std::string& key, double latency_ms, bool has_latency) {
+  const Clock::time_point now = Clock::now();
   std::lock_guard<std::mutex> lock(mu_);
+  first_assign_.emplace(job_id, now);
   if (assigned_[key]++ > 0) ++duplicate_assigns_;
   if (has_latency) latencies_ms_.push_back(latency_ms);
 }
@@ -334,6 +336,11 @@ std::map<std::string, int> SimFleet::CompletedJobs() {
 std::vector<double> SimFleet::AssignLatenciesMs() {
   std::lock_guard<std::mutex> lock(mu_);
   return latencies_ms_;
+}
+
+std::map<std::string, Clock::time_point> SimFleet::FirstAssignTimes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return first_assign_;
 }
 
 std::vector<std::string> SimFleet::Failures() {

@@ -57,6 +57,8 @@ class SimFleet {
   std::map<std::string, int> CompletedJobs();
   // Assignment latencies in milliseconds, in no particular order.
   std::vector<double> AssignLatenciesMs();
+  // job id -> when its first Assign arrived (for latencies measured from the submission).
+  std::map<std::string, std::chrono::steady_clock::time_point> FirstAssignTimes();
   // Streams that ended before Stop() (with their status), e.g. "sim-3: UNAVAILABLE ...".
   std::vector<std::string> Failures();
   // When the first Welcome and the last acknowledged result arrived.
@@ -69,7 +71,7 @@ class SimFleet {
 
   void OnWelcome();
   // False if (job, attempt) was assigned before.
-  void OnAssign(const std::string& key, double latency_ms, bool has_latency);
+  void OnAssign(const std::string& job_id, const std::string& key, double latency_ms, bool has_latency);
   void OnResultAck(const std::string& key, const std::string& job_id);
   void OnStreamDone(const std::string& worker, const std::string& status, bool expected);
   void HeartbeatLoop();
@@ -85,6 +87,7 @@ class SimFleet {
   std::map<std::string, int> assigned_;        // job#attempt -> assigns
   std::map<std::string, int> acked_;           // job#attempt -> result acks
   std::map<std::string, int> jobs_completed_;  // job -> result acks
+  std::map<std::string, std::chrono::steady_clock::time_point> first_assign_;  // job -> first Assign
   size_t completed_ = 0;
   size_t duplicate_assigns_ = 0;
   size_t duplicate_results_ = 0;
