@@ -284,9 +284,26 @@ std::string FormatGarbage(const freeagent::v1::CollectGarbageResponse& response)
       response.retention_days() == 0 ? std::string("no age limit") : absl::StrCat(response.retention_days(), " days"),
       ", ",
       response.max_total_bytes() == 0 ? std::string("no size limit") : HumanBytes(response.max_total_bytes()) + " total");
+  uint64_t stale_bytes = 0;
+  auto stale_lines = [&](const auto& blobs, const char* kind, const char* used) {
+    for (const auto& b : blobs) {
+      absl::StrAppendFormat(&out, "%-16s %-30s %10s  last %s %s\n", kind, b.key(), HumanBytes(b.size()), used,
+                            LocalTime(b.last_used_unix_ms()));
+      stale_bytes += b.size();
+    }
+  };
+  stale_lines(response.partial_uploads(), "partial upload", "written");
+  stale_lines(response.unreferenced_blobs(), "unreferenced", "used");
   absl::StrAppend(&out, response.applied() ? "removed " : "would remove ", response.items_size(), " artifact(s), ",
                   HumanBytes(response.removed_bytes()), "; ", HumanBytes(response.kept_bytes()), " kept (", limits,
-                  ")", response.applied() || response.items_size() == 0 ? "" : "; run with --apply to remove",
+                  ")");
+  const int stale = response.partial_uploads_size() + response.unreferenced_blobs_size();
+  if (stale > 0) {
+    absl::StrAppend(&out, "; ", response.partial_uploads_size(), " partial upload(s) and ",
+                    response.unreferenced_blobs_size(), " unreferenced blob(s), ", HumanBytes(stale_bytes),
+                    ", unused for over ", response.partial_upload_max_age_hours(), " h");
+  }
+  absl::StrAppend(&out, response.applied() || response.items_size() + stale == 0 ? "" : "; run with --apply to remove",
                   "\n");
   return out;
 }

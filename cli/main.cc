@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
   add_json(drain_cmd);
 
   bool gc_apply = false;
-  auto* gc_cmd = app.add_subcommand("gc", "artifacts the controller's retention limits would remove");
+  auto* gc_cmd = app.add_subcommand(
+      "gc", "artifacts, stale partial uploads and unreferenced blobs the controller's retention would remove");
   gc_cmd->add_flag("--apply", gc_apply, "remove them now");
   add_json(gc_cmd);
 

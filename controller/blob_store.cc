@@ -39,6 +39,16 @@ absl::Status HashPrefix(int fd, uint64_t size, Sha256* hash, const std::string& 
   return absl::OkStatus();
 }
 
+constexpr std::string_view kUploadPrefix = "upload-";  // BlobStore::UploadKey
+
+int64_t MtimeMs(const struct stat& st) { return int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1000000; }
+
+// The names partial uploads have: a digest, or UploadKey(upload_id).
+bool IsPartialKey(std::string_view key) {
+  if (IsSha256Hex(key)) return true;
+  return key.starts_with(kUploadPrefix) && ValidateUploadId(key.substr(kUploadPrefix.size())).ok();
+}
+
 }  // namespace
 
 absl::Status BlobStore::Init() { return MakeDirs(dir_ + "/partial", 0755); }
@@ -83,10 +93,72 @@ int64_t BlobStore::LastTouchLocked(const std::string& digest) const {
   int64_t last = 0;
   if (auto it = touched_ms_.find(digest); it != touched_ms_.end()) last = it->second;
   struct stat st {};
-  if (::stat(PathFor(digest).c_str(), &st) == 0) {
-    last = std::max<int64_t>(last, int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1000000);
-  }
+  if (::stat(PathFor(digest).c_str(), &st) == 0) last = std::max(last, MtimeMs(st));
   return last;
+}
+
+absl::StatusOr<std::vector<BlobStore::FileInfo>> BlobStore::ListPartials() {
+  ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir_ + "/partial"));
+  std::vector<FileInfo> partials;
+  for (const std::string& name : names) {
+    if (!IsPartialKey(name)) continue;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (uploading_.count(name) > 0) continue;
+    }
+    struct stat st {};
+    if (::stat(PartialPathFor(name).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;  // stored meanwhile
+    partials.push_back(FileInfo{name, static_cast<uint64_t>(st.st_size), MtimeMs(st)});
+  }
+  return partials;
+}
+
+absl::StatusOr<std::vector<BlobStore::FileInfo>> BlobStore::ListStored() {
+  ASSIGN_OR_RETURN(std::vector<std::string> prefixes, ListDirectory(dir_));
+  std::vector<FileInfo> blobs;
+  for (const std::string& prefix : prefixes) {
+    if (prefix.size() != 2) continue;  // "partial"
+    absl::StatusOr<std::vector<std::string>> names = ListDirectory(absl::StrCat(dir_, "/", prefix));
+    if (!names.ok()) continue;  // a file, or removed meanwhile
+    for (const std::string& name : *names) {
+      if (!IsSha256Hex(name) || name.compare(0, 2, prefix) != 0) continue;
+      auto size = FileSize(PathFor(name));
+      if (!size.ok()) continue;
+      std::lock_guard<std::mutex> lock(mu_);
+      blobs.push_back(FileInfo{name, *size, LastTouchLocked(name)});
+    }
+  }
+  return blobs;
+}
+
+absl::StatusOr<bool> BlobStore::RemovePartial(const std::string& key, int64_t unless_written_since_ms) {
+  if (!IsPartialKey(key)) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", key.substr(0, 80), "\" names no partial upload"));
+  }
+  // Held across the checks and the unlink: BeginUpload claims the key under mu_ before it opens the
+  // partial, so an upload that resumes either keeps the file or finds it gone and starts over.
+  std::lock_guard<std::mutex> lock(mu_);
+  if (uploading_.count(key) > 0) return false;
+  const std::string path = PartialPathFor(key);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoStatus(errno, "stat", path);
+  }
+  if (MtimeMs(st) >= unless_written_since_ms) return false;
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoStatus(errno, "remove", path);
+  }
+  if (key.starts_with(kUploadPrefix)) {
+    if (auto it = uploads_.find(key.substr(kUploadPrefix.size()));
+        it != uploads_.end() && it->second.state == UploadProgress::State::kRunning) {
+      it->second.state = UploadProgress::State::kFailed;
+      it->second.error = "its partial was removed after no byte arrived for the retention's age limit";
+      it->second.last_change_ms = UnixMillis();
+    }
+  }
+  return true;
 }
 
 absl::StatusOr<bool> BlobStore::Remove(const std::string& digest, int64_t unless_touched_since_ms) {
@@ -237,7 +309,7 @@ absl::StatusOr<UploadProgress> BlobStore::FollowUpload(const std::string& upload
   }
   UploadProgress p;
   p.written = static_cast<uint64_t>(st.st_size);
-  p.last_change_ms = int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1000000;
+  p.last_change_ms = MtimeMs(st);
   return p;
 }
 

@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -115,6 +116,21 @@ class BlobStore {
   // when it was removed; false when it was kept or absent. Retention's only way to delete a blob.
   // The last touch of a stored blob is its file's mtime, so it survives a controller restart.
   absl::StatusOr<bool> Remove(const std::string& digest, int64_t unless_touched_since_ms);
+
+  // A file of the store as retention sees it (ListPartials, ListStored).
+  struct FileInfo {
+    std::string key;          // the digest; for a partial of a streaming upload UploadKey(upload_id)
+    uint64_t size = 0;
+    int64_t last_used_ms = 0;  // Unix ms: a partial's last write (its mtime), a stored blob's last touch
+  };
+  // The partial uploads no upload is writing now. Files with other names are left out.
+  absl::StatusOr<std::vector<FileInfo>> ListPartials();
+  // Every stored blob.
+  absl::StatusOr<std::vector<FileInfo>> ListStored();
+  // Removes partial upload `key` (as ListPartials names it) unless an upload of it is running or it
+  // was written at or after `unless_written_since_ms` (Unix ms). True when it was removed. A reader
+  // following the streaming upload then learns it failed; its sender, if it ever returns, starts over.
+  absl::StatusOr<bool> RemovePartial(const std::string& key, int64_t unless_written_since_ms);
 
   // The state of streaming upload `upload_id` for a reader following it. NOT_FOUND when the store has
   // neither a record nor a partial of it (it may not have started yet; see FollowLimits::start_wait).

@@ -41,7 +41,7 @@ struct ControllerOptions {
   std::chrono::milliseconds heartbeat_interval{5000};
   std::chrono::milliseconds liveness_timeout{30000};
   uint32_t max_attempts = 2;
-  // Artifact retention (retention.h), applied every retention_interval when either limit is set.
+  // Artifact retention (retention.h), applied every retention_interval when any limit is set.
   RetentionPolicy retention;
   std::chrono::milliseconds retention_interval{std::chrono::hours(1)};
 };
@@ -192,6 +192,11 @@ class Controller {
   void NotifyLater(const std::string& id);
   void FlushNotifications();
   void NotifyWatchers(const std::string& id);
+
+  // CollectGarbage's second part, without the core lock: partial uploads and blobs no build in
+  // `referenced` names, idle for over the policy's age limit, listed in `response` (removed with `apply`).
+  void CollectStaleBlobs(const std::set<std::string>& referenced, int64_t now_ms, int64_t protect_since_ms,
+                         bool apply, v1::CollectGarbageResponse* response);
 
   const ControllerOptions options_;
   std::unique_ptr<Store> store_;

@@ -1,4 +1,5 @@
-// Controller::CollectGarbage: artifact retention over the live record (the rules are in retention.h).
+// Controller::CollectGarbage: artifact retention over the live record, and the blob files no record
+// stands for (the rules are in retention.h).
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,7 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
   const int64_t started_ms = UnixMillis();
   RetentionPlan plan;
   int64_t protect_since_ms = started_ms;
+  std::set<std::string> referenced;  // every blob a build names
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return absl::UnavailableError("controller is shutting down");
@@ -20,6 +22,10 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
     for (const auto& [id, job] : jobs_) {
       const v1::Build& b = job.build;
       const bool finished = IsTerminal(b.state());
+      referenced.insert(b.spec().source_digest());
+      referenced.insert(b.spec().signing().p12_digest());
+      referenced.insert(b.spec().signing().profile_digests().begin(), b.spec().signing().profile_digests().end());
+      for (const v1::ArtifactInfo& a : b.uploading_artifacts()) referenced.insert(a.sha256());
       if (!finished) {
         // Whatever an unfinished build uses stays, and so does any blob touched since it was submitted:
         // it may be one of its artifacts, found already stored and not uploaded again.
@@ -30,6 +36,7 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
       }
       for (int i = 0; i < b.artifacts_size(); ++i) {
         if (b.artifacts(i).expired_unix_ms() != 0) continue;
+        referenced.insert(b.artifacts(i).sha256());
         records.push_back(ArtifactRecord{id, i, b.artifacts(i), finished ? b.finished_unix_ms() : 0});
       }
     }
@@ -40,7 +47,9 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
   response.set_applied(apply);
   response.set_retention_days(options_.retention.max_age_days);
   response.set_max_total_bytes(options_.retention.max_total_bytes);
+  response.set_partial_upload_max_age_hours(options_.retention.partial_upload_max_age_hours);
   response.set_kept_bytes(plan.kept_bytes);
+  CollectStaleBlobs(referenced, started_ms, protect_since_ms, apply, &response);
   if (!apply) {
     response.set_removed_bytes(plan.removed_bytes);
     for (v1::GarbageItem& item : plan.items) *response.add_items() = std::move(item);
@@ -85,6 +94,52 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
                  response.removed_bytes(), response.kept_bytes());
   }
   return response;
+}
+
+void Controller::CollectStaleBlobs(const std::set<std::string>& referenced, int64_t now_ms, int64_t protect_since_ms,
+                                   bool apply, v1::CollectGarbageResponse* response) {
+  const RetentionPolicy& policy = options_.retention;
+  if (policy.partial_upload_max_age_hours == 0) return;
+  auto candidates = [](absl::StatusOr<std::vector<BlobStore::FileInfo>> files) {
+    std::vector<v1::StaleBlob> out;
+    if (!files.ok()) {
+      spdlog::error("retention: {}", files.status().ToString());
+      return out;
+    }
+    for (const BlobStore::FileInfo& f : *files) {
+      v1::StaleBlob& b = out.emplace_back();
+      b.set_key(f.key);
+      b.set_size(f.size);
+      b.set_last_used_unix_ms(f.last_used_ms);
+    }
+    return out;
+  };
+  // A partial is aged by its last write alone: an upload in progress holds its claim (never listed),
+  // and a sender that returns after the limit starts over. A stored blob a running build may have
+  // found (touched since the oldest was submitted) stays, as for artifacts.
+  std::vector<v1::StaleBlob> partials = PlanStale(candidates(blobs_.ListPartials()), {}, policy, now_ms);
+  std::vector<v1::StaleBlob> unreferenced =
+      PlanStale(candidates(blobs_.ListStored()), referenced, policy, now_ms, protect_since_ms);
+  const int64_t cutoff_ms = StaleCutoffMs(policy, now_ms);
+  auto keep_removed = [&](std::vector<v1::StaleBlob>* files, auto remove) {
+    std::erase_if(*files, [&](const v1::StaleBlob& b) {
+      absl::StatusOr<bool> r = remove(b.key());
+      if (!r.ok()) spdlog::error("retention: {}", r.status().ToString());
+      return !r.ok() || !*r;
+    });
+  };
+  if (apply) {
+    keep_removed(&partials, [&](const std::string& key) { return blobs_.RemovePartial(key, cutoff_ms); });
+    keep_removed(&unreferenced, [&](const std::string& digest) {
+      return blobs_.Remove(digest, std::min(cutoff_ms, protect_since_ms));
+    });
+    if (!partials.empty() || !unreferenced.empty()) {
+      spdlog::info("retention removed {} partial upload(s) and {} unreferenced blob(s) idle for over {} h",
+                   partials.size(), unreferenced.size(), policy.partial_upload_max_age_hours);
+    }
+  }
+  for (v1::StaleBlob& b : partials) *response->add_partial_uploads() = std::move(b);
+  for (v1::StaleBlob& b : unreferenced) *response->add_unreferenced_blobs() = std::move(b);
 }
 
 }  // namespace freeagent::controller

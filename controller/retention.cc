@@ -68,4 +68,22 @@ RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const st
   return plan;
 }
 
+int64_t StaleCutoffMs(const RetentionPolicy& policy, int64_t now_unix_ms) {
+  if (policy.partial_upload_max_age_hours == 0) return INT64_MIN;
+  return now_unix_ms - int64_t{policy.partial_upload_max_age_hours} * 3600 * 1000;
+}
+
+std::vector<v1::StaleBlob> PlanStale(std::vector<v1::StaleBlob> candidates, const std::set<std::string>& keep,
+                                     const RetentionPolicy& policy, int64_t now_unix_ms, int64_t protect_since_ms) {
+  const int64_t cutoff_ms = std::min(StaleCutoffMs(policy, now_unix_ms), protect_since_ms);
+  std::erase_if(candidates, [&](const v1::StaleBlob& b) {
+    return b.last_used_unix_ms() >= cutoff_ms || keep.count(b.key()) > 0;
+  });
+  std::sort(candidates.begin(), candidates.end(), [](const v1::StaleBlob& a, const v1::StaleBlob& b) {
+    if (a.last_used_unix_ms() != b.last_used_unix_ms()) return a.last_used_unix_ms() < b.last_used_unix_ms();
+    return a.key() < b.key();
+  });
+  return candidates;
+}
+
 }  // namespace freeagent::controller

@@ -7,6 +7,11 @@
 // artifact or its source), or listed in `in_use` (touched by a transfer while builds were running), is
 // never removed. First every digest older than the age limit goes; then, oldest first, digests go until
 // the total is under the size limit.
+//
+// Blob files no artifact record stands for are aged by their last use alone: a partial upload whose
+// sender never came back, a stored blob no build references (its build failed after the upload, or a
+// client uploaded a source it never submitted). PlanStale picks those idle for longer than
+// partial_upload_max_age_hours.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +26,7 @@ namespace freeagent::controller {
 struct RetentionPolicy {
   uint32_t max_age_days = 0;     // 0 = no age limit
   uint64_t max_total_bytes = 0;  // 0 = no size limit
+  uint32_t partial_upload_max_age_hours = 24;  // partial uploads and unreferenced blobs; 0 = kept
 };
 
 // One artifact record of a build, as the record holds it.
@@ -41,5 +47,15 @@ struct RetentionPlan {
 // `records`: every artifact of every build not yet expired. `in_use`: digests that must stay.
 RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const std::set<std::string>& in_use,
                             const RetentionPolicy& policy, int64_t now_unix_ms);
+
+// The Unix ms before which a partial upload or an unreferenced blob counts as stale; INT64_MIN when
+// partial_upload_max_age_hours is 0.
+int64_t StaleCutoffMs(const RetentionPolicy& policy, int64_t now_unix_ms);
+
+// The files among `candidates` last used before StaleCutoffMs (and before `protect_since_ms`), except
+// those named in `keep`, oldest first.
+std::vector<v1::StaleBlob> PlanStale(std::vector<v1::StaleBlob> candidates, const std::set<std::string>& keep,
+                                     const RetentionPolicy& policy, int64_t now_unix_ms,
+                                     int64_t protect_since_ms = INT64_MAX);
 
 }  // namespace freeagent::controller

@@ -7,6 +7,7 @@ namespace freeagent::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using freeagent::v1::Build;
 
 TEST(StatusLine, RunningStepShowsIndexCountAndName) {
@@ -173,6 +174,25 @@ TEST(FormatGarbage, ListsItemsAndSaysWhetherItWasApplied) {
   EXPECT_THAT(dry, HasSubstr("--apply"));
   r.set_applied(true);
   EXPECT_THAT(FormatGarbage(r), HasSubstr("removed 1 artifact(s)"));
+}
+
+TEST(FormatGarbage, ListsStalePartialUploadsAndUnreferencedBlobs) {
+  freeagent::v1::CollectGarbageResponse r;
+  r.set_partial_upload_max_age_hours(24);
+  auto* partial = r.add_partial_uploads();
+  partial->set_key("upload-0123");
+  partial->set_size(2048);
+  auto* blob = r.add_unreferenced_blobs();
+  blob->set_key("d1d1");
+  blob->set_size(1024);
+  std::string dry = FormatGarbage(r);
+  EXPECT_THAT(dry, HasSubstr("partial upload   upload-0123"));
+  EXPECT_THAT(dry, HasSubstr("unreferenced     d1d1"));
+  EXPECT_THAT(dry, HasSubstr("would remove 0 artifact(s)"));
+  EXPECT_THAT(dry, HasSubstr("1 partial upload(s) and 1 unreferenced blob(s), 3.1 kB, unused for over 24 h"));
+  EXPECT_THAT(dry, HasSubstr("--apply"));
+  r.set_applied(true);
+  EXPECT_THAT(FormatGarbage(r), Not(HasSubstr("--apply")));
 }
 
 TEST(ToJson, UsesProtoFieldNamesOnOneLine) {

@@ -39,16 +39,6 @@ class BlobServiceTest : public ControllerTest {
     return info;
   }
 
-  // A streaming upload of `data` from `offset`; a trailer naming `digest`/`size` unless `trailer` is false.
-  grpc::Status UploadStreaming(const std::string& upload_id, uint64_t offset, const std::string& data,
-                               bool trailer, const std::string& digest, uint64_t size, v1::BlobInfo* info) {
-    auto upload = StartUpload(upload_id, offset);
-    upload->Send(data);
-    grpc::Status st = trailer ? upload->End(digest, size) : upload->End();
-    if (info) *info = upload->info;
-    return st;
-  }
-
   // Downloads streaming upload `upload_id` as it is written; `received` counts the data bytes so far.
   // The last chunk (digest and size, no data) goes to `end`.
   grpc::Status Follow(const std::string& upload_id, uint64_t offset, std::string* out, v1::DownloadChunk* end,
@@ -71,44 +61,6 @@ class BlobServiceTest : public ControllerTest {
       received->store(out->size());
     }
     return reader->Finish();
-  }
-
-  // An upload stream kept open so a test can interleave its writes with a reader.
-  struct OpenUpload {
-    grpc::ClientContext ctx;
-    v1::BlobInfo info;
-    std::unique_ptr<grpc::ClientWriter<v1::UploadRequest>> writer;
-    bool Send(const std::string& data) {
-      for (size_t pos = 0; pos < data.size(); pos += 1 << 20) {
-        v1::UploadRequest chunk;
-        chunk.set_data(data.substr(pos, 1 << 20));
-        if (!writer->Write(chunk)) return false;
-      }
-      return true;
-    }
-    // Ends with a trailer naming `digest`/`size`.
-    grpc::Status End(const std::string& digest, uint64_t size) {
-      v1::UploadRequest t;
-      t.mutable_trailer()->set_digest(digest);
-      t.mutable_trailer()->set_size(size);
-      writer->Write(t);
-      return End();
-    }
-    // Ends without a trailer (a cut stream).
-    grpc::Status End() {
-      writer->WritesDone();
-      return writer->Finish();
-    }
-  };
-
-  std::unique_ptr<OpenUpload> StartUpload(const std::string& upload_id, uint64_t offset = 0) {
-    auto u = std::make_unique<OpenUpload>();
-    u->writer = blobs_->Upload(&u->ctx, &u->info);
-    v1::UploadRequest req;
-    req.mutable_header()->set_upload_id(upload_id);
-    req.mutable_header()->set_offset(offset);
-    u->writer->Write(req);
-    return u;
   }
 
   static bool WaitFor(const std::function<bool()>& cond) {

@@ -1,9 +1,15 @@
 // Test support for the controller: a real ControllerServer on 127.0.0.1:0 over a temp data dir,
-// client stubs, blob upload, Watch collection and a scripted fake worker on a real gRPC stream.
+// client stubs, blob uploads (whole, by digest, and streaming), Watch collection, file ages, and a
+// scripted fake worker on a real gRPC stream.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -247,6 +253,54 @@ class ControllerTest : public ::testing::Test {
     return writer->Finish();
   }
 
+  // An upload stream kept open so a test can interleave its writes with a reader.
+  struct OpenUpload {
+    grpc::ClientContext ctx;
+    v1::BlobInfo info;
+    std::unique_ptr<grpc::ClientWriter<v1::UploadRequest>> writer;
+    bool Send(const std::string& data) {
+      for (size_t pos = 0; pos < data.size(); pos += 1 << 20) {
+        v1::UploadRequest chunk;
+        chunk.set_data(data.substr(pos, 1 << 20));
+        if (!writer->Write(chunk)) return false;
+      }
+      return true;
+    }
+    // Ends with a trailer naming `digest`/`size`.
+    grpc::Status End(const std::string& digest, uint64_t size) {
+      v1::UploadRequest t;
+      t.mutable_trailer()->set_digest(digest);
+      t.mutable_trailer()->set_size(size);
+      writer->Write(t);
+      return End();
+    }
+    // Ends without a trailer (a cut stream).
+    grpc::Status End() {
+      writer->WritesDone();
+      return writer->Finish();
+    }
+  };
+
+  std::unique_ptr<OpenUpload> StartUpload(const std::string& upload_id, uint64_t offset = 0) {
+    auto u = std::make_unique<OpenUpload>();
+    u->writer = blobs_->Upload(&u->ctx, &u->info);
+    v1::UploadRequest req;
+    req.mutable_header()->set_upload_id(upload_id);
+    req.mutable_header()->set_offset(offset);
+    u->writer->Write(req);
+    return u;
+  }
+
+  // A streaming upload of `data` from `offset`; a trailer naming `digest`/`size` unless `trailer` is false.
+  grpc::Status UploadStreaming(const std::string& upload_id, uint64_t offset, const std::string& data,
+                               bool trailer, const std::string& digest, uint64_t size, v1::BlobInfo* info) {
+    auto upload = StartUpload(upload_id, offset);
+    upload->Send(data);
+    grpc::Status st = trailer ? upload->End(digest, size) : upload->End();
+    if (info) *info = upload->info;
+    return st;
+  }
+
   grpc::Status Download(const std::string& digest, uint64_t offset, std::string* out) {
     grpc::ClientContext ctx;
     v1::DownloadRequest req;
@@ -331,6 +385,15 @@ class ControllerTest : public ::testing::Test {
   std::unique_ptr<v1::FleetService::Stub> fleet_;
   std::unique_ptr<v1::BlobService::Stub> blobs_;
 };
+
+// Sets the modification time of `path` (how the blob store ages its files) to `unix_ms`.
+inline void SetMtime(const std::string& path, int64_t unix_ms) {
+  struct timespec times[2];
+  times[0].tv_nsec = UTIME_OMIT;
+  times[1].tv_sec = static_cast<time_t>(unix_ms / 1000);
+  times[1].tv_nsec = static_cast<long>(unix_ms % 1000) * 1000000;
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << path << ": " << std::strerror(errno);
+}
 
 // Deterministic pseudo-random bytes (all 256 values occur).
 inline std::string RandomBytes(size_t n, uint32_t seed = 1) {

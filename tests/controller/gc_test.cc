@@ -1,8 +1,10 @@
 // Artifact retention over a real controller: builds finished by a scripted worker, `CollectGarbage`
 // through BuildService (dry run, then apply), blobs of a running build kept, expiry kept across a restart,
-// and a blob a running build found already stored still kept after a restart.
+// a blob a running build found already stored still kept after a restart, and partial uploads and
+// unreferenced blobs unused for the age limit.
 #include <sys/stat.h>
 
+#include "common/clock.h"
 #include "tests/controller/controller_fixture.h"
 
 namespace freeagent::controller::testing {
@@ -136,6 +138,92 @@ TEST_F(GcTest, BlobTouchedByARunningBuildStaysAcrossARestart) {
   EXPECT_TRUE(BlobExists(da)) << "the blob a running build found was removed after a restart";
   EXPECT_TRUE(BlobExists(db));
   EXPECT_EQ(Get(a).artifacts(0).expired_unix_ms(), 0);
+}
+
+std::vector<std::string> Keys(const google::protobuf::RepeatedPtrField<v1::StaleBlob>& blobs) {
+  std::vector<std::string> keys;
+  for (const auto& b : blobs) keys.push_back(b.key());
+  return keys;
+}
+
+// A partial upload whose sender never came back and a blob no build references (its build failed
+// after the upload) are listed once unused for partial_upload_max_age_hours, and removed by --apply
+// and by the controller's own retention pass; what builds reference, recent files and an upload in
+// progress stay.
+TEST_F(GcTest, StalePartialUploadsAndUnreferencedBlobsGoOnceUnusedForTheAgeLimit) {
+  FakeWorker worker(channel_);
+  worker.Hello("w1", {}, 1);
+  const std::string artifact = Sha256Hex(std::string(100, 'k'));
+  BuildWithArtifact(worker, "kept.ipa", std::string(100, 'k'));
+  const std::string orphan = Upload("an artifact whose build failed after the upload");
+  const std::string fresh_orphan = Upload("uploaded a minute ago");
+  const std::string whole = RandomBytes(1000);
+  const std::string by_digest = Sha256Hex(whole);
+  EXPECT_EQ(UploadRaw(by_digest, whole.size(), 0, whole.substr(0, 300), nullptr).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  const std::string abandoned(32, 'a'), recent(32, 'b'), writing(32, 'c');
+  EXPECT_EQ(UploadStreaming(abandoned, 0, "streamed", false, "", 0, nullptr).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(UploadStreaming(recent, 0, "streamed", false, "", 0, nullptr).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  // A restart forgets the touches held in memory: the files' times are all that is left. The pass the
+  // controller runs at start-up removes an old partial (the sentinel); later ones are explicit.
+  StopServer();
+  BlobStore files(options_.controller.data_dir + "/blobs");
+  const std::string sentinel = files.PartialPathFor(Sha256Hex("sentinel"));
+  ASSERT_TRUE(WriteFileAtomic(sentinel, "x").ok());
+  const int64_t now = UnixMillis();
+  constexpr int64_t kHour = 3600 * 1000;
+  SetMtime(sentinel, now - 48 * kHour);
+  StartServer();
+  struct stat st {};
+  for (int i = 0; i < 500 && ::stat(sentinel.c_str(), &st) == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_NE(::stat(sentinel.c_str(), &st), 0) << "the retention pass at start-up kept a stale partial";
+
+  auto in_progress = StartUpload(writing);
+  ASSERT_TRUE(in_progress->Send("still coming"));
+  const std::string writing_path = files.PartialPathFor(BlobStore::UploadKey(writing));
+  auto written = [&] { return ::stat(writing_path.c_str(), &st) == 0 && st.st_size == 12; };
+  for (int i = 0; i < 500 && !written(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(written());
+  SetMtime(writing_path, now - 48 * kHour);
+  SetMtime(files.PartialPathFor(by_digest), now - 48 * kHour);
+  SetMtime(files.PartialPathFor(BlobStore::UploadKey(abandoned)), now - 25 * kHour);
+  SetMtime(files.PathFor(orphan), now - 30 * kHour);
+  SetMtime(files.PathFor(fresh_orphan), now - 60 * 1000);
+  SetMtime(files.PathFor(artifact), now - 90 * kHour);  // referenced by a build: artifact retention's
+  SetMtime(files.PathFor(source_), now - 90 * kHour);   // a build's source
+
+  v1::CollectGarbageResponse dry = Gc(false);
+  EXPECT_EQ(dry.partial_upload_max_age_hours(), 24u);
+  EXPECT_EQ(Keys(dry.partial_uploads()), (std::vector<std::string>{by_digest, BlobStore::UploadKey(abandoned)}));
+  EXPECT_EQ(Keys(dry.unreferenced_blobs()), std::vector<std::string>{orphan});
+  ASSERT_EQ(dry.partial_uploads_size(), 2);
+  EXPECT_EQ(dry.partial_uploads(0).size(), 300u);
+  EXPECT_NEAR(static_cast<double>(dry.partial_uploads(0).last_used_unix_ms()), static_cast<double>(now - 48 * kHour),
+              1000.0);
+  EXPECT_EQ(dry.items_size(), 0);
+  EXPECT_TRUE(::stat(files.PartialPathFor(by_digest).c_str(), &st) == 0) << "a dry run removed a partial";
+  EXPECT_TRUE(BlobExists(orphan)) << "a dry run removed a blob";
+
+  v1::CollectGarbageResponse done = Gc(true);
+  EXPECT_EQ(Keys(done.partial_uploads()), Keys(dry.partial_uploads()));
+  EXPECT_EQ(Keys(done.unreferenced_blobs()), Keys(dry.unreferenced_blobs()));
+  EXPECT_NE(::stat(files.PartialPathFor(by_digest).c_str(), &st), 0);
+  EXPECT_NE(::stat(files.PartialPathFor(BlobStore::UploadKey(abandoned)).c_str(), &st), 0);
+  EXPECT_FALSE(BlobExists(orphan));
+  EXPECT_EQ(::stat(files.PartialPathFor(BlobStore::UploadKey(recent)).c_str(), &st), 0);
+  EXPECT_EQ(::stat(writing_path.c_str(), &st), 0) << "an upload in progress lost its partial";
+  EXPECT_TRUE(BlobExists(fresh_orphan));
+  EXPECT_TRUE(BlobExists(artifact));
+  EXPECT_TRUE(BlobExists(source_));
+  v1::CollectGarbageResponse after = Gc(false);
+  EXPECT_EQ(after.partial_uploads_size() + after.unreferenced_blobs_size(), 0) << after.ShortDebugString();
+
+  // The upload in progress is stored once its sender ends it.
+  ASSERT_TRUE(in_progress->End(Sha256Hex("still coming"), 12).ok());
+  EXPECT_TRUE(BlobExists(Sha256Hex("still coming")));
 }
 
 }  // namespace

@@ -68,5 +68,34 @@ TEST(PlanRetention, SharedBlobGoesOnlyWhenEveryUserIsOld) {
   EXPECT_EQ(plan.items.size(), 3u);
 }
 
+v1::StaleBlob Stale(const std::string& key, int64_t last_used) {
+  v1::StaleBlob b;
+  b.set_key(key);
+  b.set_size(10);
+  b.set_last_used_unix_ms(last_used);
+  return b;
+}
+
+std::vector<std::string> Keys(const std::vector<v1::StaleBlob>& blobs) {
+  std::vector<std::string> out;
+  for (const auto& b : blobs) out.push_back(b.key());
+  return out;
+}
+
+TEST(PlanStale, UnusedForLongerThanTheAgeGoOldestFirstExceptKeptOnes) {
+  constexpr int64_t kHour = 3600 * 1000;
+  const std::vector<v1::StaleBlob> files = {Stale("recent", kNow - 23 * kHour), Stale("old", kNow - 25 * kHour),
+                                            Stale("oldest", kNow - 90 * kDay), Stale("named", kNow - 90 * kDay)};
+  RetentionPolicy policy;  // 24 h by default
+  EXPECT_EQ(Keys(PlanStale(files, {"named"}, policy, kNow)), (std::vector<std::string>{"oldest", "old"}));
+  // Anything used since the oldest running build was submitted stays too.
+  EXPECT_EQ(Keys(PlanStale(files, {"named"}, policy, kNow, kNow - 30 * kHour)), (std::vector<std::string>{"oldest"}));
+  policy.partial_upload_max_age_hours = 1;
+  EXPECT_EQ(Keys(PlanStale(files, {}, policy, kNow)), (std::vector<std::string>{"named", "oldest", "old", "recent"}));
+  policy.partial_upload_max_age_hours = 0;  // kept forever
+  EXPECT_TRUE(PlanStale(files, {}, policy, kNow).empty());
+  EXPECT_EQ(StaleCutoffMs(policy, kNow), INT64_MIN);
+}
+
 }  // namespace
 }  // namespace freeagent::controller
