@@ -208,8 +208,19 @@ absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
   RETURN_IF_ERROR(MakeDirs(dir));
   const std::string target = absl::StrCat(dir, "/", name);
   // A followed upload's part file is its own: its bytes are a prefix of that upload only.
-  const std::string part = following ? absl::StrCat(dir, "/.", name, ".", artifact.upload_id().substr(0, 16), ".part")
-                                     : absl::StrCat(dir, "/.", name, ".part");
+  auto followed_part = [&](const std::string& upload_id) {
+    return absl::StrCat(dir, "/.", name, ".", upload_id.substr(0, 16), ".part");
+  };
+  const std::string part = following ? followed_part(artifact.upload_id()) : absl::StrCat(dir, "/.", name, ".part");
+  if (!following && ValidateUploadId(options.followed_upload_id).ok()) {
+    // That upload was stored as this artifact: its bytes so far are this blob's first bytes (and are
+    // verified with the rest). A part file of our own is newer and stays.
+    const std::string followed = followed_part(options.followed_upload_id);
+    if (link(followed.c_str(), part.c_str()) != 0 && errno != EEXIST && errno != ENOENT) {
+      return ErrnoStatus(errno, "link", followed);
+    }
+    unlink(followed.c_str());
+  }
 
   struct stat st;
   const bool target_exists = lstat(target.c_str(), &st) == 0;
@@ -242,6 +253,7 @@ absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
   if (following) {
     freeagent::v1::DownloadRequest request;
     request.set_upload_id(artifact.upload_id());
+    request.set_no_start_wait(true);
     request.set_offset(offset);
     freeagent::v1::DownloadChunk end;
     RETURN_IF_ERROR(Receive(blobs, request, name, out.fd, part, 0, options.show_progress, &offset, &hash, &end));

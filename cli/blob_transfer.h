@@ -25,6 +25,9 @@ absl::StatusOr<freeagent::v1::BlobInfo> UploadFile(freeagent::v1::BlobService::S
 struct DownloadOptions {
   bool force = false;          // replace an existing file whose content differs
   bool show_progress = true;
+  // Downloads by digest: the upload this artifact was followed by before it was stored. The bytes
+  // already followed (that upload's part file) are resumed instead of fetched again.
+  std::string followed_upload_id;
 };
 
 // Downloads `artifact` into `dir`/<base name of artifact.name>. Bytes go to `dir`/.<name>.part
@@ -35,7 +38,9 @@ struct DownloadOptions {
 // An artifact still being uploaded (sha256 empty, upload_id set) is downloaded while it is uploaded:
 // the bytes follow the upload into `dir`/.<name>.<upload id prefix>.part (resumed the same way) and
 // are verified against the digest the controller stored the upload as; ABORTED when the upload was
-// abandoned. `stored`, when set, receives the artifact with its verified sha256 and size.
+// abandoned; NOT_FOUND at once when the controller does not know the upload (not begun yet, or
+// stored before a controller restart): ask again, or take the digest the build lists once stored.
+// `stored`, when set, receives the artifact with its verified sha256 and size.
 absl::StatusOr<std::string> DownloadArtifact(freeagent::v1::BlobService::StubInterface* blobs,
                                              const freeagent::v1::ArtifactInfo& artifact,
                                              const std::string& dir,

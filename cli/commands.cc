@@ -121,16 +121,42 @@ bool ArtifactsComplete(const Build& build) {
   return true;
 }
 
+// How long an upload the controller does not know is asked for again (an announced upload whose
+// first bytes have not arrived), and how long the controller may be unreachable (a restart).
+constexpr auto kFollowRetry = std::chrono::seconds(30);
+
 // Polls build `id` until it ends, downloading each artifact as soon as its upload is announced
-// (Build.uploading_artifacts), so the download overlaps the upload. A followed download that fails
-// is only reported: DownloadAll fetches that artifact by digest afterwards. Returns the ended build,
-// or, once the running attempt has stored all its artifacts (ArtifactsComplete), the build with
-// those as its artifacts, without waiting for the machine's clean-up. `fetched` gets what arrived.
+// (Build.uploading_artifacts), so the download overlaps the upload. An upload the controller does not
+// know, or a follow cut by a controller restart, is asked for again at the next polls (for
+// kFollowRetry); once the build lists that artifact as stored it is downloaded by digest at once,
+// keeping the bytes followed. Any other failed download is only reported: DownloadAll fetches that
+// artifact by digest afterwards. Returns the ended build, or, once the running attempt has stored all
+// its artifacts (ArtifactsComplete), the build with those as its artifacts, without waiting for the
+// machine's clean-up. `fetched` gets what arrived.
 absl::StatusOr<Build> FollowArtifacts(BuildService::Stub* builds, BlobService::Stub* blobs, const std::string& id,
                                       const std::string& dir, bool force, bool show_progress, FetchedMap* fetched) {
-  std::set<std::string> tried;
+  using Clock = std::chrono::steady_clock;
+  struct Retry {
+    std::string upload_id;
+    Clock::time_point until;
+  };
+  std::set<std::string> tried;       // upload ids followed to their end or given up on
+  std::map<std::string, Retry> retry;  // by artifact path: a follow to try again
+  auto unreachable_until = Clock::time_point::max();
+  DownloadOptions options;
+  options.force = force;
+  options.show_progress = show_progress;
   for (;;) {
-    ASSIGN_OR_RETURN(Build build, GetBuild(builds, id));
+    absl::StatusOr<Build> got = GetBuild(builds, id);
+    if (!got.ok()) {
+      if (!absl::IsUnavailable(got.status())) return got.status();
+      if (unreachable_until == Clock::time_point::max()) unreachable_until = Clock::now() + kFollowRetry;
+      if (Clock::now() >= unreachable_until) return got.status();
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    unreachable_until = Clock::time_point::max();
+    Build& build = *got;
     if (IsTerminal(build.state())) return build;
     if (ArtifactsComplete(build)) {
       *build.mutable_artifacts() = build.uploading_artifacts();
@@ -138,13 +164,30 @@ absl::StatusOr<Build> FollowArtifacts(BuildService::Stub* builds, BlobService::S
     }
     bool started = false;
     for (const ArtifactInfo& a : build.uploading_artifacts()) {
-      if (a.upload_id().empty() || !tried.insert(a.upload_id()).second) continue;
-      started = true;
-      DownloadOptions options;
-      options.force = force;
-      options.show_progress = show_progress;
+      auto again = retry.find(a.path());
       ArtifactInfo stored;
-      absl::StatusOr<std::string> path = DownloadArtifact(blobs, a, dir, options, &stored);
+      absl::StatusOr<std::string> path;
+      if (!a.sha256().empty()) {
+        // Stored: taken now only when its follow could not go on; the rest come with DownloadAll.
+        if (again == retry.end()) continue;
+        DownloadOptions by_digest = options;
+        by_digest.followed_upload_id = again->second.upload_id;
+        retry.erase(again);
+        path = DownloadArtifact(blobs, a, dir, by_digest, &stored);
+      } else {
+        if (a.upload_id().empty() || tried.count(a.upload_id()) > 0) continue;
+        path = DownloadArtifact(blobs, a, dir, options, &stored);
+        const auto now = Clock::now();
+        const bool same = again != retry.end() && again->second.upload_id == a.upload_id();
+        if (!path.ok() && (absl::IsNotFound(path.status()) || absl::IsUnavailable(path.status())) &&
+            (!same || now < again->second.until)) {
+          if (!same) retry[a.path()] = Retry{a.upload_id(), now + kFollowRetry};
+          continue;  // asked again at the next poll
+        }
+        tried.insert(a.upload_id());
+        retry.erase(a.path());
+      }
+      started = true;
       if (path.ok()) {
         (*fetched)[a.path()] = Fetched{stored, *path};
       } else {

@@ -90,7 +90,10 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadRequest> {
 class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk> {
  public:
   DownloadReactor(BlobStore* blobs, const v1::DownloadRequest& request)
-      : blobs_(blobs), upload_id_(request.digest().empty() ? request.upload_id() : ""), pos_(request.offset()) {
+      : blobs_(blobs),
+        upload_id_(request.digest().empty() ? request.upload_id() : ""),
+        start_wait_(request.no_start_wait() ? std::chrono::milliseconds(0) : blobs->follow_limits().start_wait),
+        pos_(request.offset()) {
     if (!upload_id_.empty()) {
       if (absl::Status st = ValidateUploadId(upload_id_); !st.ok()) {
         Finish(proto::ToGrpcStatus(st));
@@ -184,7 +187,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
     const BlobStore::FollowLimits& limits = blobs_->follow_limits();
     absl::StatusOr<UploadProgress> p = blobs_->FollowUpload(upload_id_);
     if (!p.ok()) {
-      if (absl::IsNotFound(p.status()) && std::chrono::steady_clock::now() - started_ < limits.start_wait) {
+      if (absl::IsNotFound(p.status()) && std::chrono::steady_clock::now() - started_ < start_wait_) {
         WaitAndRetry();  // announced, but its first bytes have not arrived yet
         return;
       }
@@ -250,6 +253,8 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadChunk>
 
   BlobStore* const blobs_;
   const std::string upload_id_;  // empty: a download by digest
+  // How long an upload the store knows nothing of is awaited (0 with DownloadRequest.no_start_wait).
+  const std::chrono::milliseconds start_wait_;
   uint64_t pos_;
   uint64_t size_ = 0;
   int fd_ = -1;

@@ -129,6 +129,14 @@ class FakeBlobService final : public freeagent::v1::BlobService::Service {
   std::vector<uint64_t> download_offsets_;
 };
 
+// Download options without a progress line.
+DownloadOptions Quiet(bool force = false) {
+  DownloadOptions options;
+  options.force = force;
+  options.show_progress = false;
+  return options;
+}
+
 class BlobTransferTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -193,7 +201,7 @@ TEST_F(BlobTransferTest, DownloadResumesFromPartFileAndVerifies) {
   service_.blobs_[artifact.sha256()] = data;
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/.app.tar.gz.part", data.substr(0, 400000)).ok());
 
-  auto path = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  auto path = DownloadArtifact(stub_.get(), artifact, dir_, Quiet());
   ASSERT_TRUE(path.ok()) << path.status();
   EXPECT_EQ(*path, dir_ + "/app.tar.gz");
   EXPECT_EQ(*ReadFile(*path), data);
@@ -211,13 +219,13 @@ TEST_F(BlobTransferTest, CorruptPartFileIsDataLossAndRemoved) {
   service_.blobs_[artifact.sha256()] = data;
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/.a.bin.part", std::string(1000, 'x')).ok());
 
-  auto path = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  auto path = DownloadArtifact(stub_.get(), artifact, dir_, Quiet());
   EXPECT_EQ(path.status().code(), absl::StatusCode::kDataLoss);
   struct stat st;
   EXPECT_NE(stat((dir_ + "/.a.bin.part").c_str(), &st), 0);
   EXPECT_NE(stat((dir_ + "/a.bin").c_str(), &st), 0);
   // The next attempt starts over and succeeds.
-  EXPECT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false}).ok());
+  EXPECT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, Quiet()).ok());
 }
 
 TEST_F(BlobTransferTest, ExistingDifferentFileNeedsForce) {
@@ -229,12 +237,12 @@ TEST_F(BlobTransferTest, ExistingDifferentFileNeedsForce) {
   service_.blobs_[artifact.sha256()] = data;
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/a.bin", "mine").ok());
 
-  auto refused = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  auto refused = DownloadArtifact(stub_.get(), artifact, dir_, Quiet());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(refused.status().message(), HasSubstr("--force"));
   EXPECT_EQ(*ReadFile(dir_ + "/a.bin"), "mine");
 
-  ASSERT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, {.force = true, .show_progress = false}).ok());
+  ASSERT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, Quiet(/*force=*/true)).ok());
   EXPECT_EQ(*ReadFile(dir_ + "/a.bin"), data);
 }
 
@@ -251,7 +259,7 @@ TEST_F(BlobTransferTest, ArtifactStillUploadingIsFollowedAndVerifiedAgainstItsSt
   ASSERT_TRUE(WriteFileAtomic(part, data.substr(0, 300000)).ok());
 
   freeagent::v1::ArtifactInfo stored;
-  auto path = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false}, &stored);
+  auto path = DownloadArtifact(stub_.get(), artifact, dir_, Quiet(), &stored);
   ASSERT_TRUE(path.ok()) << path.status();
   EXPECT_EQ(*path, dir_ + "/app.apk");
   EXPECT_EQ(*ReadFile(*path), data);
@@ -263,11 +271,11 @@ TEST_F(BlobTransferTest, ArtifactStillUploadingIsFollowedAndVerifiedAgainstItsSt
   EXPECT_NE(stat(part.c_str(), &st), 0) << "part file left behind";
 
   // The same content again: the file stays. Different content: refused without --force.
-  EXPECT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false}).ok());
+  EXPECT_TRUE(DownloadArtifact(stub_.get(), artifact, dir_, Quiet()).ok());
   const std::string other(32, 'b');
   service_.following_[other] = {"other bytes", Sha256Hex("other bytes")};
   artifact.set_upload_id(other);
-  auto refused = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  auto refused = DownloadArtifact(stub_.get(), artifact, dir_, Quiet());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
   EXPECT_EQ(*ReadFile(dir_ + "/app.apk"), data);
 }
@@ -279,7 +287,7 @@ TEST_F(BlobTransferTest, FollowedArtifactThatIsAbandonedOrMismatchedLeavesNoFile
   const std::string abandoned(32, 'c');
   service_.following_[abandoned] = {data, ""};
   artifact.set_upload_id(abandoned);
-  auto got = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  auto got = DownloadArtifact(stub_.get(), artifact, dir_, Quiet());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kAborted) << got.status();
   struct stat st;
   EXPECT_NE(stat((dir_ + "/a.bin").c_str(), &st), 0);
@@ -287,13 +295,13 @@ TEST_F(BlobTransferTest, FollowedArtifactThatIsAbandonedOrMismatchedLeavesNoFile
   const std::string wrong(32, 'd');
   service_.following_[wrong] = {data, Sha256Hex("something else")};
   artifact.set_upload_id(wrong);
-  got = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  got = DownloadArtifact(stub_.get(), artifact, dir_, Quiet());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
   EXPECT_NE(stat((dir_ + "/a.bin").c_str(), &st), 0);
   EXPECT_NE(stat((dir_ + "/.a.bin." + wrong.substr(0, 16) + ".part").c_str(), &st), 0);
 
   artifact.set_upload_id("../../x");
-  got = DownloadArtifact(stub_.get(), artifact, dir_, {.force = false, .show_progress = false});
+  got = DownloadArtifact(stub_.get(), artifact, dir_, Quiet());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << got.status();
 }
 

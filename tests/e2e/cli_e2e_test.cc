@@ -78,6 +78,42 @@ TEST_F(CliTest, SubmitHelloFollowDownloadSucceedsWithVerifiedArtifact) {
   EXPECT_EQ(digest, build.artifacts(0).sha256());
 }
 
+// `freeagent artifacts ID -o DIR` started while the build runs follows the artifact's upload (a
+// multi-MB file written by the step) and ends with the verified file, no part file left.
+TEST_F(CliTest, ArtifactsStartedDuringTheBuildEndWithTheVerifiedFile) {
+  using freeagent::v1::Build;
+  FA_ASSERT_OK_AND_ASSIGN(std::string out, cluster().MakeDir("out"));
+  FA_ASSERT_OK_AND_ASSIGN(std::string source, client().UploadTrivialSource(cluster().root()));
+  // The pause after the write lets the command start polling before the upload is announced.
+  auto spec = MakeSpec(source, {{"make", "head -c 25165824 /dev/urandom > big.bin && sleep 1"}});
+  spec.add_artifacts()->set_glob("big.bin");
+  FA_ASSERT_OK_AND_ASSIGN(Build build, client().Submit(spec));
+  FA_ASSERT_OK_AND_ASSIGN(
+      Build running, client().WaitFor(
+                         build.id(),
+                         [](const Build& b) {
+                           return b.state() == freeagent::v1::JOB_STATE_RUNNING || IsTerminal(b.state());
+                         },
+                         20s));
+  ASSERT_EQ(running.state(), freeagent::v1::JOB_STATE_RUNNING) << running.ShortDebugString();
+
+  const auto started = std::chrono::steady_clock::now();
+  ProcessResult run = RunCli({"artifacts", build.id(), "-o", out});
+  const auto took = std::chrono::steady_clock::now() - started;
+  ASSERT_EQ(run.exit_code, 0) << "stdout:\n" << run.stdout_data << "\nstderr:\n" << run.stderr_data;
+  EXPECT_LT(took, 30s);
+  EXPECT_EQ(run.stderr_data.find("failed"), std::string::npos) << run.stderr_data;
+
+  FA_ASSERT_OK_AND_ASSIGN(Build done, client().WaitForTerminal(build.id(), 20s));
+  ASSERT_EQ(done.state(), freeagent::v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
+  ASSERT_EQ(done.artifacts_size(), 1) << done.ShortDebugString();
+  EXPECT_EQ(done.artifacts(0).size(), 25165824u);
+  EXPECT_EQ(Files(out), std::vector<std::string>{"big.bin"});
+  FA_ASSERT_OK_AND_ASSIGN(std::string digest, Sha256File(out + "/big.bin"));
+  EXPECT_EQ(digest, done.artifacts(0).sha256());
+  EXPECT_EQ(run.stdout_data, digest + "  " + out + "/big.bin\n");
+}
+
 TEST_F(CliTest, FailingBuildExitsOneAndUnknownBuildExitsTwo) {
   FA_ASSERT_OK_AND_ASSIGN(std::string project, cluster().MakeDir("project"));
   ProcessResult run = RunCli({"submit", project, "--step", "boom=echo about-to-fail; exit 7", "--follow"});
