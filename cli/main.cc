@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "cli/signing_check.h"
@@ -24,6 +25,9 @@ int ReportError(const absl::Status& status) {
 
 int main(int argc, char** argv) {
   using freeagent::cli::Commands;
+  // This system's Abseil keeps a lock graph for every absl::Mutex gRPC takes (lock-cycle detection):
+  // CPU a bulk transfer spends on every chunk.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   CLI::App app{"freeagent: submit builds to a Free Agent controller, follow them, fetch artifacts"};
   app.require_subcommand(1);

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "absl/synchronization/mutex.h"
 #include "common/logging.h"
 #include "node/config.h"
 #include "node/worker.h"
@@ -21,6 +22,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A step that exits without reading its stdin, or a peer gone mid-write, is an error, not a kill.
   signal(SIGPIPE, SIG_IGN);
+  // This system's Abseil keeps a lock graph for every absl::Mutex gRPC takes (lock-cycle detection):
+  // CPU a bulk transfer spends on every chunk.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   CLI::App app{"freeagent-worker: runs Free Agent build jobs"};
   freeagent::node::WorkerFlags flags;
