@@ -312,17 +312,21 @@ bool AwaitLine(SshGuest::Session& ss, LIBSSH2_CHANNEL* ch, const std::string& li
   }
 }
 
-// Opens the session's signal shell (best effort: without it signals go through RunQuick). Called
-// once, by Connect, before the session is shared.
-void OpenSignalChannel(SshGuest::Session& ss, const CancellationToken& cancel) {
+// Opens the session's signal shell (best effort: without it signals go through RunQuick) and its SFTP
+// subsystem (best effort: a transfer that finds none starts it then). Called once, by Connect, before
+// the session is shared.
+void OpenSignalChannelAndSftp(SshGuest::Session& ss, const CancellationToken& cancel) {
   Deadline deadline = Deadline::After(std::chrono::seconds(10));
   auto ch = ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, cancel, deadline, "open signal channel");
   if (!ch.ok()) return;
   ChannelCloser closer{&ss, *ch};
-  if (!ss.Startup([&] { return libssh2_channel_exec(*ch, kSignalLoop); }, cancel, deadline, "start signal shell")
-           .ok()) {
-    return;
-  }
+  const bool exec_ok =
+      ss.Startup([&] { return libssh2_channel_exec(*ch, kSignalLoop); }, cancel, deadline, "start signal shell").ok();
+  // SFTP starts while the signal shell's login shell runs its start-up files (a server that runs its SFTP
+  // server through the login shell pays that once more): both are paid here, overlapped, and not by
+  // the first artifact download at the end of the build.
+  ss.Sftp(cancel).IgnoreError();
+  if (!exec_ok) return;
   // Wait until the user's login shell has finished its start-up files and handed over: a session
   // closed (or a server stopped) while they run would cut them off half way, and some leave state behind
   // then (e.g. a lock file). It also means a first cancel finds the shell listening. A shell that is
@@ -584,7 +588,7 @@ absl::StatusOr<std::unique_ptr<SshGuest>> SshGuest::Connect(const SshConfig& con
                                            where, attempt, attempt == 1 ? "" : "s", elapsed, seen));
       }
       // The signal shell starts now so it is ready long before a first cancel.
-      OpenSignalChannel(**session, cancel);
+      OpenSignalChannelAndSftp(**session, cancel);
       return std::unique_ptr<SshGuest>(new SshGuest(config, std::move(*session), seen));
     }
     if (!absl::IsUnavailable(session.status())) return session.status();
