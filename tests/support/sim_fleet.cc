@@ -75,7 +75,7 @@ class SimWorker final : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::Co
           welcomed_ = true;
           free_since_.assign(fleet_->options_.slots - std::min(running_, fleet_->options_.slots), Clock::now());
         }
-        fleet_->OnWelcome();
+        fleet_->OnWelcome(this);
         break;
       }
       case v1::ControllerMessage::kAssign:
@@ -269,18 +269,32 @@ void SimFleet::Stop() {
 }
 
 void SimFleet::HeartbeatLoop() {
+  // Woken at least this often: a worker welcomed meanwhile beats one interval later, never sooner.
+  constexpr std::chrono::milliseconds kTick{50};
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    if (cv_.wait_for(lock, options_.heartbeat_interval, [&] { return stopping_; })) return;
+    Clock::time_point next = Clock::now() + kTick;
+    if (!beats_.empty()) next = std::min(next, beats_.top().first);
+    if (cv_.wait_until(lock, next, [&] { return stopping_; })) return;
+    std::vector<SimWorker*> due;
+    const Clock::time_point now = Clock::now();
+    while (!beats_.empty() && beats_.top().first <= now) {
+      Beat beat = beats_.top();
+      beats_.pop();
+      due.push_back(beat.second);
+      beats_.emplace(beat.first + options_.heartbeat_interval, beat.second);
+    }
     lock.unlock();
-    for (auto& w : workers_) w->Heartbeat();
+    for (SimWorker* w : due) w->Heartbeat();
     lock.lock();
   }
 }
 
-void SimFleet::OnWelcome() {
+void SimFleet::OnWelcome(SimWorker* worker) {
+  const Clock::time_point now = Clock::now();
   std::lock_guard<std::mutex> lock(mu_);
-  if (welcomed_++ == 0) first_welcome_ = Clock::now();
+  if (welcomed_++ == 0) first_welcome_ = now;
+  beats_.emplace(now + options_.heartbeat_interval, worker);
   cv_.notify_all();
 }
 

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <queue>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,7 +70,7 @@ class SimFleet {
   friend class SimWorker;
   explicit SimFleet(SimFleetOptions options);
 
-  void OnWelcome();
+  void OnWelcome(SimWorker* worker);
   // False if (job, attempt) was assigned before.
   void OnAssign(const std::string& job_id, const std::string& key, double latency_ms, bool has_latency);
   void OnResultAck(const std::string& key, const std::string& job_id);
@@ -97,6 +98,10 @@ class SimFleet {
   std::chrono::steady_clock::time_point last_completion_{};
   bool stopping_ = false;
   std::thread heartbeat_;
+  // When each welcomed worker beats next, earliest first. Like a real worker (node/connection.cc),
+  // each beats one interval after its Welcome and then every interval, not all at one instant.
+  using Beat = std::pair<std::chrono::steady_clock::time_point, SimWorker*>;
+  std::priority_queue<Beat, std::vector<Beat>, std::greater<Beat>> beats_;
 };
 
 // p-th percentile (0..100) of `values` (sorted in place); 0 for none.
