@@ -21,7 +21,7 @@ const std::vector<std::string> kKnownKeys = {"controller", "name",   "id",
                                              "driver",     "static", "heartbeat_interval_ms",
                                              "disconnected_job_limit_seconds",
                                              "insecure",   "tls_ca", "tls_cert", "tls_key", "tls_server_name",
-                                             "token_file", "max_log_mib",
+                                             "token_file", "max_log_mib",          "log_spool_max_mib",
                                              "qemu",       "tart",   "images", "artifact_max_total_mib"};
 const std::vector<std::string> kStaticKeys = {"host",      "port",           "user",
                                               "key",       "host_key_fingerprint", "known_hosts",
@@ -189,6 +189,8 @@ void AddWorkerFlags(CLI::App& app, WorkerFlags* f) {
   app.add_option("--token-file", f->token_file, "file holding the worker token (else $FREEAGENT_TOKEN)");
   app.add_option("--heartbeat-interval-ms", f->heartbeat_interval_ms,
                  "heartbeat interval (default: what the controller says)");
+  app.add_option("--log-spool-max-mib", f->log_spool_max_mib,
+                 "unacknowledged log bytes one attempt may spool on disk before its output waits (default 4096)");
   app.add_option("--disconnected-job-limit-seconds", f->disconnected_job_limit_seconds,
                  "how long running jobs go on while the controller is unreachable (default 600)");
 }
@@ -213,6 +215,7 @@ absl::Status ApplyWorkerToml(const std::string& text, const std::string& source,
   RETURN_IF_ERROR(r.Get("tls_server_name", &config->security.server_name));
   RETURN_IF_ERROR(r.Get("token_file", &config->token_file));
   RETURN_IF_ERROR(r.Get("max_log_mib", &config->max_log_mib));
+  RETURN_IF_ERROR(r.Get("log_spool_max_mib", &config->log_spool_max_mib));
   RETURN_IF_ERROR(r.Get("artifact_max_total_mib", &config->artifact_max_total_mib));
   RETURN_IF_ERROR(ApplyStaticToml(r, &config->static_driver));
   RETURN_IF_ERROR(ApplyQemuToml(r, &config->qemu));
@@ -229,6 +232,10 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c, const std::string& sour
   if (c.max_log_mib < 1 || c.max_log_mib > (1u << 20)) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": key max_log_mib: must be 1..1048576 (MiB per attempt), got ", c.max_log_mib));
+  }
+  if (c.log_spool_max_mib < 1 || c.log_spool_max_mib > (1u << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": key log_spool_max_mib: must be 1..1048576 (MiB per attempt), got ", c.log_spool_max_mib));
   }
   if (c.artifact_max_total_mib < 1 || c.artifact_max_total_mib > (1u << 20)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -286,6 +293,7 @@ absl::StatusOr<WorkerConfig> BuildWorkerConfig(const WorkerFlags& flags) {
   if (flags.disconnected_job_limit_seconds) {
     config.disconnected_job_limit_seconds = *flags.disconnected_job_limit_seconds;
   }
+  if (flags.log_spool_max_mib) config.log_spool_max_mib = *flags.log_spool_max_mib;
   if (flags.insecure) config.security.insecure = true;
   if (flags.ca_file) config.security.ca_file = *flags.ca_file;
   if (flags.cert_file) config.security.cert_file = *flags.cert_file;

@@ -35,6 +35,9 @@ struct WorkerConfig {
   uint32_t disconnected_job_limit_seconds = 600;
   // Each attempt's log is cut at this size with a final note; later output is dropped (job_runner.h).
   uint32_t max_log_mib = 256;
+  // Unacknowledged log bytes of one attempt that its spool (on disk, in work_dir) may hold; past it the
+  // step's output waits until the controller acks. 1..1048576; the default never binds below max_log_mib.
+  uint32_t log_spool_max_mib = 4096;
   // All artifacts of one job together may not pass this (MiB); the collection fails naming the file
   // and the limit. 1..1048576 (1 TiB).
   uint32_t artifact_max_total_mib = 16384;
@@ -62,6 +65,7 @@ struct WorkerFlags {
   std::optional<std::string> driver;
   std::optional<uint32_t> heartbeat_interval_ms;
   std::optional<uint32_t> disconnected_job_limit_seconds;
+  std::optional<uint32_t> log_spool_max_mib;
   bool insecure = false;
   std::optional<std::string> ca_file;
   std::optional<std::string> cert_file;

@@ -37,6 +37,7 @@ std::string Worker::Key(const std::string& job_id, uint32_t attempt) { return ab
 Worker::Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver, ConnectionOptions connection_options,
                LogStreamOptions log_options)
     : config_(std::move(config)), driver_(std::move(driver)), log_options_(log_options) {
+  log_options_.max_unacked_bytes = uint64_t{config_.log_spool_max_mib} << 20;
   if (!driver_) {
     if (config_.driver == "static") {
       driver_ = std::make_unique<vm::StaticDriver>(config_.static_driver);

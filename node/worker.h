@@ -26,7 +26,8 @@ inline constexpr char kWorkerVersion[] = "0.1.0";
 
 class Worker : public ConnectionHandler {
  public:
-  // Connects to config.controller. `driver` may be null: the config's driver is made.
+  // Connects to config.controller. `driver` may be null: the config's driver is made. The spool bound
+  // of `log_options` is config.log_spool_max_mib.
   explicit Worker(WorkerConfig config, std::unique_ptr<vm::VmDriver> driver = nullptr,
                   ConnectionOptions connection_options = {}, LogStreamOptions log_options = {});
   ~Worker() override;

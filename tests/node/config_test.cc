@@ -268,16 +268,22 @@ TEST(WorkerConfig, TartDriverTableAndItsImagesAreRead) {
   }
 }
 
-TEST(WorkerConfig, ArtifactTotalDefaultsTo16GiBAndIsBounded) {
+// A size key in MiB: its default, a value from the file, and 0 or past 1 TiB refused naming the key.
+void ExpectMibKey(const std::string& key, uint32_t WorkerConfig::*member, uint32_t default_mib) {
   WorkerConfig c;
-  EXPECT_EQ(c.artifact_max_total_mib, 16384u);
-  ASSERT_TRUE(ApplyWorkerToml("artifact_max_total_mib = 40960\n", "w.toml", &c).ok());
-  EXPECT_EQ(c.artifact_max_total_mib, 40960u);
-  for (const char* bad : {"artifact_max_total_mib = 0\n", "artifact_max_total_mib = 1048577\n"}) {
+  EXPECT_EQ(c.*member, default_mib) << key;
+  ASSERT_TRUE(ApplyWorkerToml(key + " = 40960\n", "w.toml", &c).ok()) << key;
+  EXPECT_EQ(c.*member, 40960u) << key;
+  for (const char* bad : {" = 0\n", " = 1048577\n"}) {
     WorkerConfig d;
-    absl::Status s = ApplyWorkerToml(bad, "w.toml", &d);
-    EXPECT_TRUE(absl::StrContains(s.message(), "w.toml: key artifact_max_total_mib: must be 1..1048576")) << s;
+    absl::Status s = ApplyWorkerToml(key + bad, "w.toml", &d);
+    EXPECT_TRUE(absl::StrContains(s.message(), "w.toml: key " + key + ": must be 1..1048576")) << s;
   }
+}
+
+TEST(WorkerConfig, SizeKeysHaveTheirDefaultsAndAreBounded) {
+  ExpectMibKey("artifact_max_total_mib", &WorkerConfig::artifact_max_total_mib, 16384);
+  ExpectMibKey("log_spool_max_mib", &WorkerConfig::log_spool_max_mib, 4096);
 }
 
 }  // namespace

@@ -156,6 +156,11 @@ class FakeController final : public freeagent::v1::WorkerService::Service,
     std::lock_guard<std::mutex> lock(mu_);
     ack_results_ = ack;
   }
+  // Off: log chunks are stored but not acknowledged (until the next Hello says what is committed).
+  void set_ack_logs(bool ack) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ack_logs_ = ack;
+  }
 
   // Guarded by the lock WaitFor holds; read them inside predicates or after a WaitFor.
   std::vector<freeagent::v1::Hello> hellos;
@@ -205,7 +210,7 @@ class FakeController final : public freeagent::v1::WorkerService::Service,
         ack->set_job_id(c.job_id());
         ack->set_attempt(c.attempt());
         ack->set_committed_offset(log.size());
-        send = true;
+        send = ack_logs_;
         break;
       }
       case WM::kResult:
@@ -234,6 +239,7 @@ class FakeController final : public freeagent::v1::WorkerService::Service,
   grpc::ServerReaderWriter<CM, WM>* stream_ = nullptr;
   int streams_ = 0;
   bool ack_results_ = true;
+  bool ack_logs_ = true;
   std::set<std::string> abandon_;
   std::map<std::string, std::string> blobs_;
 };

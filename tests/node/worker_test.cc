@@ -1,6 +1,7 @@
 // The worker against an in-process controller over real gRPC on 127.0.0.1:0, with the local driver.
 #include "node/worker.h"
 
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -42,8 +43,9 @@ class WorkerTest : public ::testing::Test {
     RemoveTree(root_).IgnoreError();
   }
 
-  void StartWorker(uint32_t slots = 2) {
+  void StartWorker(uint32_t slots = 2, uint32_t log_spool_max_mib = 4096) {
     WorkerConfig config;
+    config.log_spool_max_mib = log_spool_max_mib;
     config.controller = controller_->address();
     config.name = "test-worker";
     config.id = "w-test";
@@ -244,6 +246,33 @@ TEST_F(WorkerTest, ReconnectStatesRunningJobAndResumesTheLog) {
   std::string lines;
   for (int i = 1; i <= 40; ++i) lines += absl::StrCat("line ", i, "\n");
   EXPECT_EQ(log, lines);
+}
+
+TEST_F(WorkerTest, OutputWaitsAtTheSpoolBoundUntilTheControllerAcks) {
+  StartWorker(2, /*log_spool_max_mib=*/1);
+  controller_->set_ack_logs(false);
+  const std::string after = root_ + "/after-output";
+  // 3,000,000 bytes of output, then a mark the step can only reach once all of it was taken.
+  ASSERT_TRUE(controller_->Assign(
+      Job("b-ffffffffffff", absl::StrCat("head -c 3000000 /dev/zero | tr '\\0' x; touch ", after))));
+  ASSERT_TRUE(controller_->WaitFor(
+      [&] { return controller_->logs["b-ffffffffffff#1"].size() >= (1u << 20) - 64 * 1024; }, seconds(20)));
+  std::this_thread::sleep_for(seconds(2));
+  {
+    std::lock_guard<std::mutex> lock(controller_->mu());
+    // Nothing acked: the spool holds at most 1 MiB, so the controller got no more and the step waits.
+    EXPECT_LE(controller_->logs["b-ffffffffffff#1"].size(), 1u << 20);
+    EXPECT_EQ(ResultFor("b-ffffffffffff"), nullptr);
+  }
+  EXPECT_NE(::access(after.c_str(), F_OK), 0);
+  // The next Hello's Welcome states what is committed; from there acks flow and the step finishes.
+  controller_->set_ack_logs(true);
+  controller_->BreakStream();
+  ASSERT_TRUE(WaitResult("b-ffffffffffff", seconds(30)));
+  EXPECT_EQ(::access(after.c_str(), F_OK), 0);
+  std::lock_guard<std::mutex> lock(controller_->mu());
+  EXPECT_EQ(ResultFor("b-ffffffffffff")->outcome(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(controller_->logs["b-ffffffffffff#1"], std::string(3000000, 'x'));
 }
 
 TEST_F(WorkerTest, ResultIsResentUntilAcked) {
