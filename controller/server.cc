@@ -9,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
-#include "proto/channel.h"
 #include "spdlog/spdlog.h"
 
 namespace freeagent::controller {
@@ -68,7 +67,6 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(Server
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, proto::kStreamLookaheadBytes);
   builder.RegisterService(s->worker_service_.get());
   builder.RegisterService(s->build_service_.get());
   builder.RegisterService(s->fleet_service_.get());

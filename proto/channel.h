@@ -16,10 +16,6 @@ namespace freeagent::proto {
 // Largest message either side accepts; blob and log chunks are at most 1 MiB.
 inline constexpr int kMaxMessageBytes = 8 * 1024 * 1024;
 
-// Bytes a receiver lets a stream's sender have in flight (HTTP/2 window). gRPC's default, 64 KiB, is
-// smaller than one 1 MiB blob chunk, so a bulk transfer would wait for a window update per frame.
-inline constexpr int kStreamLookaheadBytes = 8 * 1024 * 1024;
-
 // Environment variables shared by the CLI and the worker.
 inline constexpr char kTokenEnv[] = "FREEAGENT_TOKEN";
 
