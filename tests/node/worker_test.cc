@@ -309,21 +309,31 @@ TEST_F(WorkerTest, AbandonedAttemptIsStoppedAndCleanedUp) {
 
 TEST_F(WorkerTest, DrainFinishesRunningJobsThenReturns) {
   StartWorker();
-  ASSERT_TRUE(controller_->Assign(Job("b-222222222222", "sleep 0.5; echo finished")));
-  ASSERT_TRUE(controller_->WaitFor([&] { return !controller_->logs["b-222222222222#1"].empty(); }, seconds(10)));
+  // Output first, so the drain starts while the step is still running.
+  ASSERT_TRUE(controller_->Assign(Job("b-222222222222", "echo started; sleep 1; echo finished")));
+  ASSERT_TRUE(controller_->WaitFor(
+      [&] { return absl::StrContains(controller_->logs["b-222222222222#1"], "started\n"); }, seconds(10)));
   worker_->Drain();
   ASSERT_TRUE(controller_->Assign(Job("b-333333333333", "true")));
   std::thread waiter([&] { worker_->Wait(); });
   waiter.join();
+  // The rejection is sent by the reader as soon as the Assign arrives; it may still be in flight
+  // to the controller when Wait returns.
+  EXPECT_TRUE(controller_->WaitFor(
+      [&] {
+        for (const auto& m : controller_->messages) {
+          if (m.has_rejected() && m.rejected().job_id() == "b-333333333333" &&
+              m.rejected().reason() == "worker is draining") {
+            return true;
+          }
+        }
+        return false;
+      },
+      seconds(5)));
   std::lock_guard<std::mutex> lock(controller_->mu());
   ASSERT_NE(ResultFor("b-222222222222"), nullptr);
   EXPECT_EQ(ResultFor("b-222222222222")->outcome(), v1::JOB_STATE_SUCCEEDED);
-  bool rejected = false;
-  for (const auto& m : controller_->messages) {
-    rejected = rejected || (m.has_rejected() && m.rejected().job_id() == "b-333333333333" &&
-                            m.rejected().reason() == "worker is draining");
-  }
-  EXPECT_TRUE(rejected);
+  EXPECT_TRUE(absl::StrContains(controller_->logs["b-222222222222#1"], "finished\n"));
 }
 
 TEST_F(WorkerTest, ControllerDrainRejectsNewJobsLetsTheRunningOneFinishThenEndsWait) {
