@@ -22,7 +22,10 @@ class RecordingSink : public MessageSink {
  public:
   bool Send(v1::WorkerMessage m) override {
     std::lock_guard<std::mutex> lock(mu);
-    if (!live) return false;
+    if (!live) {
+      ++refused;
+      return false;
+    }
     chunks.push_back(m.log());
     return true;
   }
@@ -41,8 +44,13 @@ class RecordingSink : public MessageSink {
     }
     return out;
   }
+  int Refused() {
+    std::lock_guard<std::mutex> lock(mu);
+    return refused;
+  }
   std::mutex mu;
   bool live = true;
+  int refused = 0;  // sends turned down while not live
   std::vector<v1::LogChunk> chunks;
 };
 
@@ -133,7 +141,13 @@ TEST(LogStream, RewindResendsFromTheCommittedOffset) {
   }
   std::string second = Pattern(5000);
   log.Append(second);
-  std::this_thread::sleep_for(milliseconds(150));
+  // The flusher tries, is turned down and pauses until the rewind (were it to try only once the sink is
+  // live again, it could send from 100000 before the rewind).
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (sink.Refused() == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  ASSERT_GT(sink.Refused(), 0);
   {
     std::lock_guard<std::mutex> lock(sink.mu);
     sink.live = true;
@@ -165,11 +179,15 @@ TEST(LogStream, WriterBlocksWhileTooMuchIsUnacked) {
   std::this_thread::sleep_for(milliseconds(200));
   EXPECT_FALSE(done.load());
   EXPECT_LE(log.size(), 100000u);
-  log.Ack(log.size());
-  std::this_thread::sleep_for(milliseconds(100));
-  log.Ack(log.size());
-  std::this_thread::sleep_for(milliseconds(100));
-  log.Ack(log.size());
+  // Each ack lets the writer on by what it frees; ack what arrives until it is through (a fixed number
+  // of acks could come before a writer slowed down by a busy machine took its next step, and hang it).
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!done.load() && std::chrono::steady_clock::now() < until) {
+    EXPECT_LE(log.size() - log.committed(), 100000u);
+    log.Ack(log.size());
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  if (!done.load()) log.Close();  // releases the writer, so the join below cannot hang
   writer.join();
   EXPECT_TRUE(done.load());
   EXPECT_EQ(log.size(), 250000u);
