@@ -41,17 +41,23 @@ constexpr size_t kSftpPacket = 30000;
 constexpr size_t kSftpBuffer = kSftpPacket * 64;
 constexpr int kNoWorkingDirExit = 200;
 constexpr char kPgidMarker[] = "FAPG ";
+constexpr char kReadyLine[] = "FARDY";
 constexpr char kNoDirMarker[] = "FAERR-NODIR\n";
 
-// The command wrapper (POSIX sh; Linux and macOS guests). Arguments: $1 = bytes of the preamble
-// (exports and cd), $2 = bytes of the script; both arrive first on stdin, then the command's own input.
+// The command wrapper (POSIX sh; Linux and macOS guests). It says "FARDY" on stderr once the user's
+// login shell has handed over, then reads a header line "<preamble bytes> <script bytes>" from stdin,
+// then the preamble (exports and cd) and the script; the rest of stdin is the command's own input. So
+// the command line is the same for every command, and a channel can be started before its command is
+// known (the standby: see Session). An EOF instead of a header ends it quietly.
 // The command runs in a new session/process group (setsid, or perl's setpgrp where setsid is missing,
 // as on macOS) and prints its group id as the first line on stderr. When it ends, the rest of its
 // group is killed and its signal, if any, is re-raised so the SSH exit status carries it (only 1..15:
 // signals that end a process by default on Linux and macOS, never a stop signal).
-constexpr char kWrapper[] = R"SH(exec 3<&0
-eval "$(dd bs=1 count=$1 2>/dev/null)"
-s="$(dd bs=1 count=$2 2>/dev/null)"
+constexpr char kWrapper[] = R"SH(echo FARDY >&2
+read -r pre len || exit 0
+exec 3<&0
+eval "$(dd bs=1 count=$pre 2>/dev/null)"
+s="$(dd bs=1 count=$len 2>/dev/null)"
 if command -v setsid >/dev/null 2>&1; then
   setsid /bin/sh -c 'echo "FAPG $$" >&2; exec /bin/sh -c "$1"' fa "$s" 0<&3 3<&- &
 else
@@ -150,6 +156,14 @@ struct SshGuest::Session {
   // Lock order: signal_mu, startup_mu, mu.
   std::mutex signal_mu;
   LIBSSH2_CHANNEL* signal_ch = nullptr;
+  // The standby: a channel whose command wrapper is already started and waits for its header. A
+  // command takes it (or starts a channel of its own when there is none) and opens the next one once
+  // its own input is on the way, so the user's login shell start-up (which can take a second) runs
+  // while the previous command runs, not before the next one. At most one; standby_opening while a
+  // thread opens it. Lock order: standby_mu is never held with another lock.
+  std::mutex standby_mu;
+  LIBSSH2_CHANNEL* standby_ch = nullptr;
+  bool standby_opening = false;
   std::string where;  // "user@host:port"
 
   ~Session() {
@@ -157,6 +171,7 @@ struct SshGuest::Session {
       libssh2_session_set_blocking(s, 1);
       libssh2_session_set_timeout(s, 2000);
       if (signal_ch != nullptr) libssh2_channel_free(signal_ch);
+      if (standby_ch != nullptr) libssh2_channel_free(standby_ch);
       if (sftp != nullptr) libssh2_sftp_shutdown(sftp);
       libssh2_session_disconnect(s, "bye");
       libssh2_session_free(s);
@@ -289,10 +304,11 @@ constexpr char kSignalLoop[] =
     "exec /bin/sh -c 'echo FASIG ready; while read -r s p; do case \"$s $p\" in "
     "TERM\\ [0-9]*|KILL\\ [0-9]*) kill -$s -$p 2>/dev/null; echo \"FASIG $s $p\";; esac; done'";
 
-// Reads `ch`'s output until a line `line` (with its newline) has arrived; other output is dropped.
-// False when the channel ends, `deadline` passes or `cancel` fires first.
+// Reads `ch`'s output (stdout, or stderr when `from_stderr`) until a line `line` (with its newline) has
+// arrived; other output is dropped. False when the channel ends, `deadline` passes or `cancel` fires
+// first.
 bool AwaitLine(SshGuest::Session& ss, LIBSSH2_CHANNEL* ch, const std::string& line, const Deadline& deadline,
-               const CancellationToken& cancel) {
+               const CancellationToken& cancel, bool from_stderr = false) {
   std::string out;
   while (true) {
     bool eof;
@@ -300,16 +316,73 @@ bool AwaitLine(SshGuest::Session& ss, LIBSSH2_CHANNEL* ch, const std::string& li
       std::lock_guard<std::mutex> lock(ss.mu);
       char buf[1024];
       ssize_t n;
-      while ((n = libssh2_channel_read(ch, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-      while (libssh2_channel_read_stderr(ch, buf, sizeof buf) > 0) {
+      while ((n = libssh2_channel_read(ch, buf, sizeof buf)) > 0) {
+        if (!from_stderr) out.append(buf, static_cast<size_t>(n));
       }
-      eof = libssh2_channel_eof(ch) != 0;
+      ssize_t n_err;
+      while ((n_err = libssh2_channel_read_stderr(ch, buf, sizeof buf)) > 0) {
+        if (from_stderr) out.append(buf, static_cast<size_t>(n_err));
+      }
+      // A failed read (the connection is gone) ends the wait like an EOF.
+      eof = libssh2_channel_eof(ch) != 0 || (n < 0 && n != LIBSSH2_ERROR_EAGAIN) ||
+            (n_err < 0 && n_err != LIBSSH2_ERROR_EAGAIN);
     }
     if (out.find(line) != std::string::npos) return true;
     if (eof || deadline.Expired() || cancel.IsCancelled()) return false;
     if (size_t nl = out.rfind('\n'); nl != std::string::npos) out.erase(0, nl + 1);
     ss.Wait(milliseconds(20));
   }
+}
+
+// The command line of every wrapped command: the wrapper reads everything else from stdin.
+std::string WrapperCommand() { return absl::StrCat("exec /bin/sh -c ", ShellQuote(kWrapper), " fa"); }
+
+// Opens a channel and starts the command wrapper on it.
+absl::StatusOr<LIBSSH2_CHANNEL*> StartWrapper(SshGuest::Session& ss, const CancellationToken& cancel,
+                                              const Deadline& deadline) {
+  ASSIGN_OR_RETURN(LIBSSH2_CHANNEL * ch, ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, cancel,
+                                                   deadline, "open channel"));
+  ChannelCloser closer{&ss, ch};
+  const std::string command = WrapperCommand();
+  RETURN_IF_ERROR(
+      ss.Startup([&] { return libssh2_channel_exec(ch, command.c_str()); }, cancel, deadline, "exec").status());
+  closer.ch = nullptr;
+  return ch;
+}
+
+// Opens the session's standby unless it has one or another thread is opening it. Best effort: without
+// a standby the next command starts a channel of its own.
+void ReplenishStandby(SshGuest::Session& ss) {
+  {
+    std::lock_guard<std::mutex> lock(ss.standby_mu);
+    if (ss.standby_ch != nullptr || ss.standby_opening) return;
+    ss.standby_opening = true;
+  }
+  auto ch = StartWrapper(ss, CancellationToken(), Deadline::After(std::chrono::seconds(10)));
+  std::lock_guard<std::mutex> lock(ss.standby_mu);
+  ss.standby_opening = false;
+  if (ch.ok()) ss.standby_ch = *ch;
+}
+
+// The standby if it is still alive (a channel whose shell ended is freed), else null.
+LIBSSH2_CHANNEL* TakeStandby(SshGuest::Session& ss) {
+  LIBSSH2_CHANNEL* ch;
+  {
+    std::lock_guard<std::mutex> lock(ss.standby_mu);
+    ch = ss.standby_ch;
+    ss.standby_ch = nullptr;
+  }
+  if (ch == nullptr) return nullptr;
+  bool ended;
+  {
+    std::lock_guard<std::mutex> lock(ss.mu);
+    ended = libssh2_channel_eof(ch) != 0;
+  }
+  if (ended) {
+    ChannelCloser closer{&ss, ch};
+    return nullptr;
+  }
+  return ch;
 }
 
 // Opens the session's signal shell (best effort: without it signals go through RunQuick) and its SFTP
@@ -326,6 +399,8 @@ void OpenSignalChannelAndSftp(SshGuest::Session& ss, const CancellationToken& ca
   // server through the login shell pays that once more): both are paid here, overlapped, and not by
   // the first artifact download at the end of the build.
   ss.Sftp(cancel).IgnoreError();
+  // And the first command's shell.
+  ReplenishStandby(ss);
   if (!exec_ok) return;
   // Wait until the user's login shell has finished its start-up files and handed over: a session
   // closed (or a server stopped) while they run would cut them off half way, and some leave state behind
@@ -609,7 +684,15 @@ absl::StatusOr<std::unique_ptr<SshGuest>> SshGuest::Connect(const SshConfig& con
 SshGuest::SshGuest(SshConfig config, std::unique_ptr<Session> session, std::string fingerprint)
     : config_(std::move(config)), session_(std::move(session)), seen_fingerprint_(std::move(fingerprint)) {}
 
-SshGuest::~SshGuest() = default;
+SshGuest::~SshGuest() {
+  // A standby whose login shell is still running its start-up files is left to finish them: cut off
+  // half way, some leave state behind (e.g. a lock file).
+  LIBSSH2_CHANNEL* ch = session_->standby_ch;
+  if (ch != nullptr) {
+    AwaitLine(*session_, ch, absl::StrCat(kReadyLine, "\n"), Deadline::After(std::chrono::seconds(10)),
+              CancellationToken(), /*from_stderr=*/true);
+  }
+}
 
 std::string SshGuest::Describe() const { return session_->where; }
 
@@ -663,17 +746,15 @@ struct ExecOutcome {
 // The exec engine shared by Exec and the tar uploads.
 absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string& preamble, const std::string& script,
                                        const StdinReader& user_stdin, const ExecRequest& req) {
-  std::string command = absl::StrCat("exec /bin/sh -c ", ShellQuote(kWrapper), " fa ", preamble.size(), " ",
-                                     script.size());
-  Deadline setup_deadline = Deadline::After(std::chrono::seconds(30)).Min(req.deadline);
-  ASSIGN_OR_RETURN(LIBSSH2_CHANNEL * ch, ss.Startup([&] { return libssh2_channel_open_session(ss.s); }, req.cancel,
-                                                   setup_deadline, "open channel"));
+  LIBSSH2_CHANNEL* ch = TakeStandby(ss);
+  if (ch == nullptr) {
+    Deadline setup_deadline = Deadline::After(std::chrono::seconds(30)).Min(req.deadline);
+    ASSIGN_OR_RETURN(ch, StartWrapper(ss, req.cancel, setup_deadline));
+  }
   ChannelCloser closer{&ss, ch};
-  RETURN_IF_ERROR(
-      ss.Startup([&] { return libssh2_channel_exec(ch, command.c_str()); }, req.cancel, setup_deadline, "exec")
-          .status());
+  bool replenished = false;
 
-  std::string head = preamble + script;
+  std::string head = absl::StrCat(preamble.size(), " ", script.size(), "\n", preamble, script);
   size_t head_sent = 0;
   std::vector<char> in_buf(kSftpPacket);
   size_t in_len = 0, in_off = 0;
@@ -702,6 +783,7 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
     while (!marker_seen && (nl = marker_buf.find('\n')) != std::string::npos) {
       std::string line = marker_buf.substr(0, nl);
       marker_buf.erase(0, nl + 1);
+      if (line == kReadyLine) continue;
       if (line.rfind(kPgidMarker, 0) == 0) {
         pgid = std::atol(line.c_str() + sizeof(kPgidMarker) - 1);
         marker_seen = true;
@@ -782,6 +864,11 @@ absl::StatusOr<ExecOutcome> RunWrapped(SshGuest::Session& ss, const std::string&
         deliver_stderr(buf.data(), static_cast<size_t>(n));
       }
       eof = libssh2_channel_eof(ch) != 0;
+    }
+    // The next command's shell starts once this one has its script.
+    if (!replenished && head_sent == head.size()) {
+      replenished = true;
+      ReplenishStandby(ss);
     }
     if (eof) break;
 

@@ -8,6 +8,11 @@
 // Process control: each command runs under a small POSIX sh wrapper that puts it in its own process
 // group and reports the group id; cancel and timeouts kill that whole group over a second channel
 // (TERM, grace, KILL). Leftover background processes are killed when the command ends.
+//
+// Start-up: every command runs on a channel of its own, through the user's login shell. The next
+// command's channel (the standby) is opened while the current one runs, so slow shell start-up files
+// are paid in the background: a command starts in a shell whose start-up files ran when the command
+// before it began (the first one: at connect).
 #pragma once
 
 #include <chrono>

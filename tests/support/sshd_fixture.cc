@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/fs.h"
 #include "common/process.h"
@@ -69,7 +70,7 @@ absl::StatusOr<int> FreeLoopbackPort() {
   return static_cast<int>(ntohs(addr.sin_port));
 }
 
-absl::StatusOr<std::unique_ptr<SshdFixture>> SshdFixture::Start() {
+absl::StatusOr<std::unique_ptr<SshdFixture>> SshdFixture::Start(const SshdOptions& options) {
   if (::access("/usr/sbin/sshd", X_OK) != 0) {
     return absl::FailedPreconditionError("/usr/sbin/sshd is missing: run scripts/bootstrap.sh (openssh-server)");
   }
@@ -84,6 +85,12 @@ absl::StatusOr<std::unique_ptr<SshdFixture>> SshdFixture::Start() {
            {"rsa", "user_rsa"}, {"ed25519", "stranger_ed25519"}}) {
     RETURN_IF_ERROR(Run({"ssh-keygen", "-q", "-t", type, "-N", "", "-C", name, "-f", d + "/" + name}));
   }
+  RETURN_IF_ERROR(MakeDirs(d + "/home", 0700));
+  std::string bashrc;
+  if (options.login_delay.count() > 0) {
+    bashrc = absl::StrFormat("sleep %.3f\n", options.login_delay.count() / 1000.0);
+  }
+  RETURN_IF_ERROR(WriteFileAtomic(d + "/home/.bashrc", bashrc, 0600));
   std::string authorized;
   for (const char* k : {"user_ed25519", "user_ecdsa", "user_rsa"}) {
     ASSIGN_OR_RETURN(std::string pub, ReadFile(absl::StrCat(d, "/", k, ".pub")));
@@ -114,7 +121,7 @@ absl::Status SshdFixture::Launch() {
       "/sshd.pid\nAuthorizedKeysFile ", d,
       "/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
       "StrictModes no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
-      "MaxSessions 64\nMaxStartups 64\nPrintMotd no\nAcceptEnv none\n");
+      "MaxSessions 64\nMaxStartups 64\nPrintMotd no\nAcceptEnv none\nSetEnv HOME=", d, "/home\n");
   RETURN_IF_ERROR(WriteFileAtomic(d + "/sshd_config", config, 0600));
   RETURN_IF_ERROR(Run({"/usr/sbin/sshd", "-t", "-f", d + "/sshd_config"}));
   ASSIGN_OR_RETURN(sshd_, ChildProcess::Start({"/usr/sbin/sshd", "-D", "-e", "-f", d + "/sshd_config"},

@@ -1,10 +1,15 @@
 // A real OpenSSH server for tests: /usr/sbin/sshd from Debian's openssh-server on 127.0.0.1 and a free
 // port, with generated host and user keys and its own config (no PAM, no passwords). Works as root
 // (CI) and as an ordinary user (then only that user can log in). Stopped by its pid.
+//
+// Sessions get HOME=<dir>/home, so the login shell runs the fixture's start-up files, not the
+// account's own: a test's timing does not depend on what the machine's dotfiles do (and a session cut
+// off during them leaves nothing behind in the real home).
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,10 +19,16 @@
 
 namespace freeagent::testing {
 
+struct SshdOptions {
+  // Each login shell (bash: its ~/.bashrc) sleeps this long before it runs the command, as slow
+  // start-up files on a real machine do. 0 = an empty ~/.bashrc.
+  std::chrono::milliseconds login_delay{0};
+};
+
 class SshdFixture {
  public:
   // Generates keys, writes the config, starts sshd and waits until it accepts connections.
-  static absl::StatusOr<std::unique_ptr<SshdFixture>> Start();
+  static absl::StatusOr<std::unique_ptr<SshdFixture>> Start(const SshdOptions& options = {});
   ~SshdFixture();
 
   int port() const { return port_; }

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -518,6 +519,58 @@ TEST_F(SshGuestTest, ConnectRetriesUntilTheServerIsUp) {
   ASSERT_GE(progress.size(), 2u);
   EXPECT_TRUE(absl::StrContains(progress.front(), "waiting for")) << progress.front();
   EXPECT_TRUE(absl::StrContains(progress.back(), "connected")) << progress.back();
+}
+
+// Each command's shell is started while the command before it runs, so slow start-up files (here
+// 1.5 s per login) are not paid by the next command.
+TEST(SshGuestStandbyTest, ACommandDoesNotWaitForItsLoginShellsStartUpFiles) {
+  testing::SshdOptions options;
+  options.login_delay = milliseconds(1500);
+  auto f = SshdFixture::Start(options);
+  ASSERT_TRUE(f.ok()) << f.status();
+  SshdFixture& sshd = **f;
+  // The delay is real: OpenSSH's client pays it for one command.
+  ProcessOptions o;
+  o.argv = {"ssh"};
+  for (const std::string& a : sshd.SshClientArgs()) o.argv.push_back(a);
+  o.argv.push_back(sshd.user() + "@127.0.0.1");
+  o.argv.push_back("true");
+  o.deadline = Deadline::After(seconds(30));
+  auto start = std::chrono::steady_clock::now();
+  auto r = RunProcess(o);
+  ASSERT_TRUE(r.ok() && r->Succeeded()) << (r.ok() ? r->stderr_data : r.status().ToString());
+  if (std::chrono::steady_clock::now() - start < milliseconds(1400)) {
+    GTEST_SKIP() << "this account's login shell does not read ~/.bashrc, so logins are not slowed";
+  }
+
+  SshConfig c;
+  c.port = sshd.port();
+  c.user = sshd.user();
+  c.private_key_path = sshd.ed25519_key();
+  c.host_key_fingerprint = sshd.host_key_fingerprint();
+  c.connect_timeout = seconds(20);
+  auto g = SshGuest::Connect(c, CancellationToken());
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto run = [&](const std::string& cmd, std::map<std::string, std::string> env = {}) {
+    ExecRequest req;
+    req.command = cmd;
+    req.env = std::move(env);
+    req.working_dir = "/tmp";
+    std::string out;
+    req.on_stdout = [&](std::string_view b) { out.append(b); };
+    auto t0 = std::chrono::steady_clock::now();
+    auto res = (*g)->Exec(req);
+    EXPECT_TRUE(res.ok() && res->Succeeded()) << (res.ok() ? "" : res.status().ToString());
+    return std::make_pair(out, std::chrono::steady_clock::now() - t0);
+  };
+  // Back to back: the second command's shell is still starting when it is wanted; it still runs.
+  EXPECT_EQ(run("echo one").first, "one\n");
+  EXPECT_EQ(run("echo two").first, "two\n");
+  // A command long enough for the next shell to be ready, then one that does not wait for it.
+  EXPECT_EQ(run("sleep 2; echo three").first, "three\n");
+  auto [out, took] = run("echo \"$FA_X $(pwd)\"", {{"FA_X", "four"}});
+  EXPECT_EQ(out, "four /tmp\n");
+  EXPECT_LT(took, milliseconds(1000)) << "the command waited for its login shell's start-up files";
 }
 
 }  // namespace
