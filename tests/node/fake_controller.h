@@ -141,6 +141,12 @@ class FakeController final : public freeagent::v1::WorkerService::Service,
     if (ctx_ != nullptr) ctx_->TryCancel();
   }
 
+  // Waits until the current stream has ended (its last message handled) and no other is open.
+  bool WaitStreamGone(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [this] { return stream_ == nullptr; });
+  }
+
   // Waits until `pred` (called under the lock) holds.
   bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(mu_);

@@ -98,6 +98,8 @@ class WorkerReliabilityTest : public ::testing::Test {
   void ControllerAway() {
     proxy_->Cut(freeagent::testing::TcpProxy::CutMode::kReset);
     controller_->BreakStream();
+    // A message read just before the break may still be being handled; after this nothing comes.
+    EXPECT_TRUE(controller_->WaitStreamGone(seconds(10)));
   }
 
   v1::BuildJob Job(const std::string& id, const std::string& run) {

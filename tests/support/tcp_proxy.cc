@@ -132,12 +132,14 @@ void TcpProxy::Wake() {
 }
 
 void TcpProxy::Cut(CutMode mode) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    cut_ = true;
-    mode_ = mode;
-  }
+  std::unique_lock<std::mutex> lock(mu_);
+  cut_ = true;
+  mode_ = mode;
+  const uint64_t cut = ++cuts_;
   Wake();
+  // The thread may be between polls, forwarding what its last poll found; it forwards nothing once it
+  // starts its next round with the cut.
+  applied_cv_.wait(lock, [&] { return cuts_applied_ >= cut || loop_ended_; });
 }
 
 void TcpProxy::Restore() {
@@ -160,6 +162,8 @@ void TcpProxy::Loop() {
       if (stop_) break;
       cut = cut_;
       mode_reset = mode_ == CutMode::kReset;
+      cuts_applied_ = cuts_;
+      applied_cv_.notify_all();
       if (restores_ != restores_seen || (cut && mode_reset)) {
         restores_seen = restores_;
         for (Pair& p : pairs) {
@@ -238,6 +242,9 @@ void TcpProxy::Loop() {
     Reset(p.client);
     Reset(p.upstream);
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  loop_ended_ = true;
+  applied_cv_.notify_all();
 }
 
 }  // namespace freeagent::testing

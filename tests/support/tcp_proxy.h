@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -29,7 +30,8 @@ class TcpProxy {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
   enum class CutMode { kSilent, kReset };
-  // Stops forwarding (see the file comment). Thread-safe.
+  // Stops forwarding (see the file comment). Thread-safe. Returns once the proxy's thread has taken
+  // the cut in: no byte is forwarded after it returns.
   void Cut(CutMode mode = CutMode::kSilent);
   // Resets the connections of the cut and forwards again. Thread-safe.
   void Restore();
@@ -53,7 +55,11 @@ class TcpProxy {
   bool cut_ = false;            // guarded by mu_
   CutMode mode_ = CutMode::kSilent;  // guarded by mu_
   uint64_t restores_ = 0;       // guarded by mu_: each Restore() resets what came before it
+  uint64_t cuts_ = 0;           // guarded by mu_: Cut() calls so far
+  uint64_t cuts_applied_ = 0;   // guarded by mu_: those the thread has taken in
   bool stop_ = false;           // guarded by mu_
+  bool loop_ended_ = false;     // guarded by mu_
+  std::condition_variable applied_cv_;
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> forwarded_{0};
   std::thread thread_;
