@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <mutex>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
 
@@ -103,20 +105,36 @@ TEST(RunProcess, CancelTermsThenKillsAfterGrace) {
   o.kill_grace = milliseconds(300);
   CancellationToken cancel;
   o.cancel = cancel;
+  // Cancelled once the script has printed its pid, so its trap is set (a fixed delay could cancel a
+  // shell a busy machine has not started yet, which TERM would end).
+  std::mutex mu;
+  std::string out;
+  o.on_stdout = [&](std::string_view b) {
+    std::lock_guard<std::mutex> lock(mu);
+    out.append(b);
+  };
+  auto printed = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return out.find('\n') != std::string::npos;
+  };
+  std::chrono::steady_clock::time_point cancelled_at;
   std::thread canceller([&] {
-    std::this_thread::sleep_for(milliseconds(200));
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!printed() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(10));
+    cancelled_at = std::chrono::steady_clock::now();
     cancel.Cancel("test");
   });
-  auto start = std::chrono::steady_clock::now();
   auto r = RunProcess(o);
   canceller.join();
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->cancelled);
   EXPECT_EQ(r->term_signal, SIGKILL);
-  auto took = std::chrono::steady_clock::now() - start;
-  EXPECT_GE(took, milliseconds(450));
+  auto took = std::chrono::steady_clock::now() - cancelled_at;
+  EXPECT_GE(took, milliseconds(250)) << "killed before the grace was over";
   EXPECT_LT(took, std::chrono::seconds(3));
-  EXPECT_FALSE(ProcessGroupAlive(std::stoi(r->stdout_data)));
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_TRUE(absl::EndsWith(out, "\n")) << out;
+  EXPECT_FALSE(ProcessGroupAlive(std::stoi(out)));
 }
 
 TEST(RunProcess, LeftoverBackgroundProcessesDoNotOutliveTheCall) {

@@ -57,7 +57,8 @@ TEST_F(WatchedProcessTest, KillEndsTheWholeGroup) {
   auto p = WatchedProcess::Start(Sh(absl::StrCat("sleep 300 & echo $! > ", pid_file, "; wait")));
   ASSERT_TRUE(p.ok()) << p.status();
   std::string pid_text;
-  for (int i = 0; i < 200 && pid_text.empty(); ++i) {
+  // Up to 10 s: the shell's start can take a while on a busy machine.
+  for (int i = 0; i < 1000 && pid_text.empty(); ++i) {
     auto t = ReadFile(pid_file);
     if (t.ok()) pid_text = *t;
     std::this_thread::sleep_for(milliseconds(10));
