@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "common/fs.h"
 #include "common/process.h"
@@ -128,16 +129,24 @@ TEST_F(LocalGuestTest, CancelKillsTheWholeProcessGroup) {
   ExecRequest r = Capture("echo $$ > pgid; sleep 1000 & sleep 1000");
   CancellationToken cancel;
   r.cancel = cancel;
+  // Cancels once the shell runs (it has written its group), not after a fixed time a busy machine may
+  // not have started it in.
+  std::chrono::steady_clock::time_point cancelled_at;
   std::thread canceller([&] {
-    std::this_thread::sleep_for(milliseconds(400));
+    auto until = std::chrono::steady_clock::now() + seconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+      absl::StatusOr<std::string> written = ReadFile(tmp_ + "/pgid");
+      if (written.ok() && absl::EndsWith(*written, "\n")) break;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    cancelled_at = std::chrono::steady_clock::now();
     cancel.Cancel("test cancel");
   });
-  auto start = std::chrono::steady_clock::now();
   auto result = guest_.Exec(r);
   canceller.join();
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_TRUE(result->cancelled);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(3));
+  EXPECT_LT(std::chrono::steady_clock::now() - cancelled_at, seconds(3));
   auto text = ReadFile(tmp_ + "/pgid");
   ASSERT_TRUE(text.ok()) << text.status();
   int pgid = 0;
