@@ -405,14 +405,16 @@ TEST_F(TartDriverTest, VmLimitEndsTheWaitAtOnceWithTheCause) {
 TEST_F(TartDriverTest, CrashAfterReadyIsDetectedWithStatusAndOutputTail) {
   UseSshdAsGuest();
   SetMode("run_mode", "crash");
-  SetMode("crash_after", "3");
+  // Long enough for `tart ip` (a bash script) and the SSH connection to make the VM ready first, even
+  // on a busy machine.
+  SetMode("crash_after", "8");
   TartDriver driver(config_);
   VmLease lease;
   ASSERT_NO_FATAL_FAILURE(StartVm(driver, seconds(3), &lease));
   absl::Status ready = lease->WaitReady(Deadline::After(seconds(60)), CancellationToken());
   ASSERT_TRUE(ready.ok()) << ready;
   std::string why;
-  auto until = Clock::now() + seconds(10);
+  auto until = Clock::now() + seconds(20);
   while (!lease->Exited(&why) && Clock::now() < until) std::this_thread::sleep_for(milliseconds(50));
   ASSERT_FALSE(why.empty()) << "crash not detected";
   EXPECT_TRUE(absl::StrContains(why, "VM exited unexpectedly")) << why;
@@ -451,7 +453,8 @@ TEST_F(TartDriverTest, StopKillsATartRunThatOutlivesAFailedTartStop) {
   ASSERT_TRUE(created.ok()) << created.status();
   ASSERT_TRUE((*created)->Start(Deadline::After(seconds(30)), CancellationToken()).ok());
   pid_t pid = -1;
-  for (int i = 0; i < 200 && (pid = RunPid()) <= 0; ++i) std::this_thread::sleep_for(milliseconds(10));
+  // The background `tart run` (a bash script) writes its pid once it runs: up to 10 s on a busy machine.
+  for (int i = 0; i < 1000 && (pid = RunPid()) <= 0; ++i) std::this_thread::sleep_for(milliseconds(10));
   ASSERT_GT(pid, 0);
   absl::Status stop = (*created)->Stop(seconds(1));
   // The VM is gone either way; the failed `tart stop` is reported, naming the VM.
