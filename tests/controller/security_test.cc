@@ -190,7 +190,9 @@ class TokenTest : public ControllerTest {
     msg.mutable_hello()->set_worker_id(id);
     msg.mutable_hello()->set_slots(1);
     w.Send(msg);
-    auto welcome = w.Next([](const v1::ControllerMessage& m) { return m.has_welcome(); }, 2s);
+    // A refused stream ends at once (Next returns then); a welcome over a fresh TLS channel can take a
+    // while on a busy machine, and missing it would leave Finish() waiting on a stream that stays open.
+    auto welcome = w.Next([](const v1::ControllerMessage& m) { return m.has_welcome(); }, 10s);
     if (welcome) return grpc::Status::OK;
     return w.Finish();
   }
