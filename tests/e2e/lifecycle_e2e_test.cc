@@ -32,7 +32,8 @@ TEST_F(LifecycleTest, CancelOfRunningSleepEndsQuicklyAndLeavesNoProcess) {
   std::mt19937_64 rng(std::random_device{}());
   const std::string marker = absl::StrCat("600.", rng() % 1000000000);
   auto spec = MakeSpec(source_, {{"sleep", "sleep " + marker}});
-  spec.set_cancel_grace_seconds(2);
+  // sleep dies on the TERM: the build must end long before this grace would run out.
+  spec.set_cancel_grace_seconds(10);
   FA_ASSERT_OK_AND_ASSIGN(Build build, client().Submit(spec));
 
   auto until = std::chrono::steady_clock::now() + 20s;
@@ -43,14 +44,15 @@ TEST_F(LifecycleTest, CancelOfRunningSleepEndsQuicklyAndLeavesNoProcess) {
 
   auto start = std::chrono::steady_clock::now();
   FA_ASSERT_OK(client().Cancel(build.id()).status());
-  FA_ASSERT_OK_AND_ASSIGN(Build done, client().WaitForTerminal(build.id(), 10s));
+  FA_ASSERT_OK_AND_ASSIGN(Build done, client().WaitForTerminal(build.id(), 30s));
   auto elapsed = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(done.state(), freeagent::v1::JOB_STATE_CANCELLED) << done.ShortDebugString();
-  EXPECT_LT(elapsed, 2s) << "cancel took "
+  // Controller, worker and back on a loaded machine, against at least the 10 s grace if it waited.
+  EXPECT_LT(elapsed, 5s) << "cancel took "
                          << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms";
 
   // The worker reports CANCELLED only after the group is gone; allow for the last reap.
-  auto gone_until = std::chrono::steady_clock::now() + 1s;
+  auto gone_until = std::chrono::steady_clock::now() + 5s;
   while (!ProcessesWithArg(marker).empty() && std::chrono::steady_clock::now() < gone_until) {
     std::this_thread::sleep_for(20ms);
   }
