@@ -20,7 +20,13 @@ TEST_F(E2ETest, BuildOfKilledWorkerIsRequeuedAndSucceedsOnAnother) {
   FA_ASSERT_OK(client().WaitForWorkers(1, 20s));
   FA_ASSERT_OK_AND_ASSIGN(std::string source, client().UploadTrivialSource(cluster().root()));
 
-  auto spec = MakeSpec(source, {{"work", "echo attempt-start; sleep 3; echo attempt-done"}});
+  // The first attempt runs until the second one has (or 60 s), so it is still running when its worker
+  // is killed however long the survivor takes to start; the second attempt ends at once.
+  const std::string root = cluster().root();
+  auto spec = MakeSpec(
+      source, {{"work", absl::StrCat("echo attempt-start; if mkdir ", root, "/first-attempt 2>/dev/null; then i=0; ",
+                                     "while [ ! -e ", root, "/second-attempt ] && [ $i -lt 600 ]; do sleep 0.1; ",
+                                     "i=$((i+1)); done; else touch ", root, "/second-attempt; fi; echo attempt-done")}});
   FA_ASSERT_OK_AND_ASSIGN(Build build, client().Submit(spec));
   FA_ASSERT_OK_AND_ASSIGN(Build running, client().WaitFor(build.id(), [](const Build& b) {
     return b.state() == freeagent::v1::JOB_STATE_RUNNING && b.phase() == freeagent::v1::PHASE_RUNNING;
