@@ -3,7 +3,9 @@
 // stream the guest wrote (and the artifact with its recorded sha256).
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include <grpcpp/client_context.h>
@@ -31,6 +33,19 @@ int64_t NowUnixMs() {
 }
 
 std::string Tool() { return absl::StrCat("'", StreamToolBinary(), "'"); }
+
+// The whole line a step wrote to a file called `name` somewhere under `dir` (its machine's workspace),
+// or "" while there is none.
+std::string FindWrittenLine(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().filename() != name) continue;
+    absl::StatusOr<std::string> text = ReadFile(it->path().string());
+    if (text.ok() && absl::EndsWith(*text, "\n")) return *text;
+  }
+  return "";
+}
 
 // A step whose output (`script`'s stdout) is also written to out.log, collected as an artifact.
 freeagent::v1::JobSpec TeeSpec(const std::string& source, const std::string& script) {
@@ -105,17 +120,40 @@ TEST_F(ReliabilityTest, ControllerKilledMidBuildLosesNothing) {
     return b.phase() == freeagent::v1::PHASE_RUNNING && b.log_size() > 0;
   }, 30s));
 
+  // What the follower printed so far (it prints the log as it arrives).
+  std::mutex followed_mu;
+  std::string followed_out;
+  auto followed_size = [&] {
+    std::lock_guard<std::mutex> lock(followed_mu);
+    return followed_out.size();
+  };
   std::future<ProcessResult> follower = std::async(std::launch::async, [&] {
     ProcessOptions p;
     p.argv = {CliBinary(), "--controller", cluster().address(), "--insecure", "logs", "-f", build.id()};
     p.deadline = Deadline::After(180s);
+    p.on_stdout = [&](std::string_view bytes) {
+      std::lock_guard<std::mutex> lock(followed_mu);
+      followed_out.append(bytes);
+    };
     absl::StatusOr<ProcessResult> r = RunProcess(p);
     return r.ok() ? *r : ProcessResult{};
   });
-  std::this_thread::sleep_for(300ms);  // the follower is attached before the kill
+  // The follower is attached before the kill: it has printed log bytes.
+  for (auto until = Clock::now() + 30s; followed_size() == 0 && Clock::now() < until;) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GT(followed_size(), 0u) << "the follower printed nothing in 30 s";
 
   cluster().controller()->Kill();
   std::this_thread::sleep_for(5s);
+  // The controller stays away until the guest is through its burst (a fixed time could be too short
+  // for 64 MB on a loaded machine); a worker that held the guest up would never let it get there.
+  const std::string vms = cluster().root() + "/work-worker-1/vms";
+  for (auto until = Clock::now() + 60s; FindWrittenLine(vms, "burst_end.txt").empty() && Clock::now() < until;) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_FALSE(FindWrittenLine(vms, "burst_end.txt").empty())
+      << "the guest was held up while the controller was away: no burst end under " << vms;
   const int64_t restarted_at = NowUnixMs();
   ControllerOptions again = options;
   again.data_dir = cluster().controller_data_dir();
@@ -142,8 +180,9 @@ TEST_F(ReliabilityTest, ControllerKilledMidBuildLosesNothing) {
 
   ProcessResult followed = follower.get();
   EXPECT_EQ(followed.exit_code, 0) << followed.stderr_data;
-  EXPECT_EQ(followed.stdout_data.size(), log_.size());
-  EXPECT_EQ(Sha256Hex(followed.stdout_data), Sha256Hex(log_)) << "the follower lost or repeated bytes";
+  std::lock_guard<std::mutex> lock(followed_mu);
+  EXPECT_EQ(followed_out.size(), log_.size());
+  EXPECT_EQ(Sha256Hex(followed_out), Sha256Hex(log_)) << "the follower lost or repeated bytes";
 }
 
 // How long fault test 2 cuts the network: FREEAGENT_CUT_SECONDS (the `slow` label runs it with the
