@@ -72,6 +72,18 @@ class SshGuestTest : public ::testing::Test {
     return out;
   }
 
+  // Runs `cmd` (a pgrep) until it prints nothing, up to `timeout`; returns its last output. A process
+  // that was sent its kill may take a moment to go.
+  static std::string RunUntilEmpty(SshGuest& g, const std::string& cmd, std::chrono::milliseconds timeout) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    std::string out = Run(g, cmd);
+    while (!out.empty() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(milliseconds(100));
+      out = Run(g, cmd);
+    }
+    return out;
+  }
+
   static SshdFixture* sshd_;
   std::string tmp_;
 };
@@ -172,15 +184,23 @@ TEST_F(SshGuestTest, StdinEnvAndWorkingDirReachTheCommand) {
 TEST_F(SshGuestTest, EnvValuesNeverAppearOnAGuestCommandLine) {
   auto g = MustConnect();
   const std::string secret = "s3cr3t-" + std::to_string(::getpid());
+  const std::string sleep = "sleep " + std::to_string(500000 + ::getpid() % 100000);
   ExecRequest r;
-  r.command = "sleep 2";
+  r.command = sleep;
   r.env["FA_SECRET"] = secret;
-  std::thread runner([&] { ASSERT_TRUE(g->Exec(r).ok()); });
-  std::this_thread::sleep_for(milliseconds(800));
-  // The guest is this host: every process's argv is visible in /proc.
-  std::string all = Run(*g, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '");
+  CancellationToken cancel;
+  r.cancel = cancel;
+  std::thread runner([&] { EXPECT_TRUE(g->Exec(r).ok()); });
+  // The guest is this host: every process's argv is visible in /proc. Looked at while the command runs
+  // (its start over SSH can take a second on a busy machine).
+  std::string all;
+  auto until = std::chrono::steady_clock::now() + seconds(20);
+  do {
+    all = Run(*g, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '");
+  } while (!absl::StrContains(all, sleep) && std::chrono::steady_clock::now() < until);
+  cancel.Cancel("seen");
   runner.join();
-  EXPECT_TRUE(absl::StrContains(all, "sleep 2"));
+  EXPECT_TRUE(absl::StrContains(all, sleep));
   EXPECT_FALSE(absl::StrContains(all, secret));
 }
 
@@ -238,9 +258,8 @@ TEST_F(SshGuestTest, CancelLeavesNoProcessBehind) {
   // Grace is 1 s; the rest is two SSH round trips and process start-up on a busy 2-core machine.
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(6));
   // "[f]a_..." keeps pgrep's own shell, whose command line holds the pattern, from matching.
-  std::this_thread::sleep_for(milliseconds(200));
-  EXPECT_EQ(Run(*g, "pgrep -f '[f]" + marker.substr(1) + "' || true"), "");
-  EXPECT_EQ(Run(*g, "pgrep -x -f '[s]leep " + nap + "' || true"), "");
+  EXPECT_EQ(RunUntilEmpty(*g, "pgrep -f '[f]" + marker.substr(1) + "' || true", seconds(5)), "");
+  EXPECT_EQ(RunUntilEmpty(*g, "pgrep -x -f '[s]leep " + nap + "' || true", seconds(5)), "");
 }
 
 // The TERM travels over the session's signal shell: no new command (and no login shell start-up,
@@ -287,8 +306,7 @@ TEST_F(SshGuestTest, BackgroundChildrenDoNotOutliveTheCommand) {
   auto res = g->Exec(r);
   ASSERT_TRUE(res.ok());
   EXPECT_EQ(res->exit_code, 0);
-  std::this_thread::sleep_for(milliseconds(200));
-  EXPECT_EQ(Run(*g, "pgrep -x -f '[s]leep " + nap + "' || true"), "");
+  EXPECT_EQ(RunUntilEmpty(*g, "pgrep -x -f '[s]leep " + nap + "' || true", seconds(5)), "");
 }
 
 TEST_F(SshGuestTest, HostKeyMismatchIsRefusedShowingBothFingerprints) {
