@@ -130,8 +130,9 @@ class WorkerReliabilityTest : public ::testing::Test {
 TEST_F(WorkerReliabilityTest, JobFinishesWhileTheControllerIsAwayAndReportsAfterTheReconnect) {
   StartWorker();
   const std::string id = "b-aaaaaaaaaaaa";
-  // 2 MB while the controller is away, then the job ends before it is back.
-  ASSERT_TRUE(controller_->Assign(Job(id, "echo before; sleep 0.5; head -c 2000000 /dev/zero | tr '\\0' x; echo; "
+  // 2 MB while the controller is away, then the job ends before it is back. The pause gives the test
+  // time to cut after "before" arrives, even when a busy machine runs it late.
+  ASSERT_TRUE(controller_->Assign(Job(id, "echo before; sleep 2; head -c 2000000 /dev/zero | tr '\\0' x; echo; "
                                           "echo after")));
   ASSERT_TRUE(controller_->WaitFor([&] { return absl::StrContains(controller_->logs[id + "#1"], "before\n"); },
                                    seconds(10)));
