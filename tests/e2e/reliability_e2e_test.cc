@@ -252,7 +252,14 @@ TEST_F(ReliabilityTest, KilledWorkerIsReplacedAndOnRestartAbandonsItsAttempt) {
   FA_ASSERT_OK(client().WaitForWorkers(1, 20s));
   FA_ASSERT_OK_AND_ASSIGN(std::string source, client().UploadTrivialSource(cluster().root()));
 
-  auto spec = TeeSpec(source, absl::StrCat(Tool(), " lines 50000 4 100"));
+  // Attempt 1 prints for 4 s, then waits silently (at most 60 s) until attempt 2 has started, so it is
+  // still running when its worker is killed however long the survivor takes to start. Attempt 2 prints
+  // the same way and ends.
+  const std::string root = cluster().root();
+  auto spec = TeeSpec(source, absl::StrCat("if mkdir ", root, "/first-attempt 2>/dev/null; then ", Tool(),
+                                           " lines 50000 4 100; i=0; while [ ! -e ", root,
+                                           "/second-attempt ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; ",
+                                           "else touch ", root, "/second-attempt; ", Tool(), " lines 50000 4 100; fi"));
   FA_ASSERT_OK_AND_ASSIGN(Build build, client().Submit(spec));
   FA_ASSERT_OK(client().WaitFor(build.id(), [](const Build& b) {
     return b.phase() == freeagent::v1::PHASE_RUNNING && b.log_size() > 0;
