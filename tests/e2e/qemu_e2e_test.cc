@@ -83,14 +83,22 @@ class QemuE2ETest : public E2ETest {
     return client().Submit(spec);
   }
 
-  // Waits until the build's step runs in the guest (a moment after the phase says so, for the shell to
-  // start).
+  // Waits until the build's step runs in the guest: it has printed its first line (the phase alone is
+  // reported before the shell starts), and the next thing it does is exec the sleep.
   void WaitStepStarted(const std::string& id) {
     auto running = client().WaitFor(id, [](const v1::Build& b) {
-      return b.state() == v1::JOB_STATE_RUNNING && b.phase() == v1::PHASE_RUNNING;
+      return b.state() == v1::JOB_STATE_RUNNING && b.phase() == v1::PHASE_RUNNING && b.log_size() > 0;
     }, 400s);
     ASSERT_TRUE(running.ok()) << running.status();
-    std::this_thread::sleep_for(3s);
+  }
+
+  // Waits (up to 10 s) until the worker's vms and jobs dirs are empty: the log spool of an attempt is
+  // removed once the controller has acknowledged its result, a moment after the build ends.
+  void WaitWorkDirsEmpty() {
+    auto until = Clock::now() + 10s;
+    while ((Entries(work_dir_ + "/vms") > 0 || Entries(work_dir_ + "/jobs") > 0) && Clock::now() < until) {
+      std::this_thread::sleep_for(50ms);
+    }
   }
 
   // The build's progress notes (the timeline), one per line.
@@ -138,6 +146,7 @@ TEST_F(QemuE2ETest, HelloBuildsInAFreshVmAndNothingIsLeftAfterwards) {
   std::string notes = Notes(build.id());
   EXPECT_TRUE(absl::StrContains(notes, "vm: qemu running (accel tcg")) << notes;
   EXPECT_TRUE(absl::StrContains(notes, "vm: ssh ready after")) << notes;
+  WaitWorkDirsEmpty();
   EXPECT_EQ(Entries(work_dir_ + "/vms"), 0u);
   EXPECT_EQ(Entries(work_dir_ + "/jobs"), 0u);
   EXPECT_TRUE(ProcessesWithArg(work_dir_ + "/vms/").empty());
@@ -194,10 +203,7 @@ TEST_F(QemuE2ETest, TwoJobsGetTheirOwnVmsCancelAndAKilledVmEndCleanly) {
   EXPECT_LT(took, 5.0);
   EXPECT_EQ(b_end.state(), v1::JOB_STATE_ERROR) << b_end.ShortDebugString();
   EXPECT_TRUE(absl::StrContains(b_end.error(), "VM exited unexpectedly (qemu killed by signal 9)")) << b_end.error();
-  auto until = Clock::now() + 10s;
-  while ((Entries(work_dir_ + "/vms") > 0 || Entries(work_dir_ + "/jobs") > 0) && Clock::now() < until) {
-    std::this_thread::sleep_for(50ms);
-  }
+  WaitWorkDirsEmpty();
   EXPECT_EQ(Entries(work_dir_ + "/vms"), 0u);
   EXPECT_EQ(Entries(work_dir_ + "/jobs"), 0u);
 }
