@@ -126,7 +126,8 @@ absl::Status SshdFixture::Launch() {
   RETURN_IF_ERROR(Run({"/usr/sbin/sshd", "-t", "-f", d + "/sshd_config"}));
   ASSIGN_OR_RETURN(sshd_, ChildProcess::Start({"/usr/sbin/sshd", "-D", "-e", "-f", d + "/sshd_config"},
                                               d + "/sshd.log"));
-  for (int i = 0; i < 200; ++i) {
+  // Up to 20 s: a process start can take seconds on a loaded machine.
+  for (int i = 0; i < 800; ++i) {
     if (PortAccepts(port_)) return absl::OkStatus();
     if (!sshd_->Running()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
