@@ -8,7 +8,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/archive.h"
 #include "common/clock.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
@@ -649,7 +648,8 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
                                                    " bytes: it could not be masked in the log"));
   }
   // A hostile source archive is refused here, before any worker or VM sees it.
-  if (absl::Status st = CheckArchive(blobs_.PathFor(spec.source_digest())); !st.ok()) {
+  if (absl::Status st = archive_checks_.Check(spec.source_digest(), blobs_.PathFor(spec.source_digest()));
+      !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("spec.source_digest ", spec.source_digest(), ": ", st.message()));
   }
 

@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controller/archive_check_cache.h"
 #include "controller/blob_store.h"
 #include "controller/log_store.h"
 #include "controller/retention.h"
@@ -87,6 +88,7 @@ class Controller {
 
   BlobStore& blobs() { return blobs_; }
   LogStore& logs() { return logs_; }
+  const ArchiveCheckCache& archive_checks() const { return archive_checks_; }
   const ControllerOptions& options() const { return options_; }
 
   // --- BuildService
@@ -203,6 +205,7 @@ class Controller {
   std::unique_ptr<SecretBox> secret_box_;
   BlobStore blobs_;
   LogStore logs_;
+  ArchiveCheckCache archive_checks_;  // source archives found safe, by digest
 
   std::mutex mu_;
   std::map<std::string, Job> jobs_;

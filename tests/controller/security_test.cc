@@ -4,7 +4,9 @@
 #include <archive_entry.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/fs.h"
 #include "common/process.h"
+#include "controller/archive_check_cache.h"
 #include "controller/auth.h"
 #include "node/connection.h"
 #include "proto/channel.h"
@@ -89,6 +91,28 @@ TEST_F(SecurityTest, SubmitRefusesHostileSourceArchivesNamingTheEntry) {
     return resp.builds_size();
   };
   EXPECT_EQ(list(), 0) << "a refused build is never queued";
+}
+
+TEST_F(SecurityTest, ASourceArchiveFoundSafeIsNotScannedAgainButARefusedOneIsEveryTime) {
+  const ArchiveCheckCache& checks = server_->controller().archive_checks();
+  const uint64_t before = checks.scans();
+  ASSERT_TRUE(Submit(Spec(source_)).ok());
+  EXPECT_EQ(checks.scans(), before + 1);
+  // Replaced behind the store's back by bytes that are no archive: the digest's verdict is remembered,
+  // so the file is not opened again.
+  const std::string path = server_->controller().blobs().PathFor(source_);
+  ASSERT_TRUE(WriteFileAtomic(path, "not an archive at all").ok());
+  auto again = Submit(Spec(source_));
+  EXPECT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(checks.scans(), before + 1);
+
+  // Another digest is scanned, and a refused archive is refused (and scanned) on every submission.
+  const std::string hostile = UploadCrafted({{AE_IFREG, "/etc/passwd", ""}});
+  for (int i = 1; i <= 2; ++i) {
+    auto r = Submit(Spec(hostile));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_EQ(checks.scans(), before + 1 + i);
+  }
 }
 
 TEST_F(SecurityTest, BlobsAboveTheLimitAreRefusedUpFront) {
