@@ -15,6 +15,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "spdlog/spdlog.h"
@@ -144,6 +146,8 @@ LogStore::~LogStore() { Stop(); }
 
 absl::Status LogStore::Start() {
   RETURN_IF_ERROR(MakeDirs(dir_, 0755));
+  // Before the replay, which writes to the flat names.
+  RETURN_IF_ERROR(MigrateJobDirectories());
   std::vector<std::string> old_segments;
   uint64_t last = 0;
   RETURN_IF_ERROR(Replay(&old_segments, &last));
@@ -181,7 +185,45 @@ void LogStore::Stop() {
 }
 
 std::string LogStore::PathFor(const std::string& job_id, uint32_t attempt) const {
-  return absl::StrCat(dir_, "/", job_id, "/", attempt, ".log");
+  return absl::StrCat(dir_, "/", job_id, ".", attempt, ".log");
+}
+
+absl::Status LogStore::MigrateJobDirectories() {
+  ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir_));
+  size_t moved = 0;
+  std::vector<std::string> emptied;
+  for (const std::string& job_id : names) {
+    if (job_id.empty() || job_id[0] == '.') continue;  // journal segments
+    const std::string job_dir = absl::StrCat(dir_, "/", job_id);
+    struct stat st {};
+    if (::stat(job_dir.c_str(), &st) != 0) return ErrnoStatus(errno, "stat", job_dir);
+    if (!S_ISDIR(st.st_mode)) continue;  // a log in the flat layout
+    ASSIGN_OR_RETURN(std::vector<std::string> logs, ListDirectory(job_dir));
+    size_t left = 0;
+    for (const std::string& name : logs) {
+      uint32_t attempt = 0;
+      absl::string_view stem = name;
+      if (!absl::ConsumeSuffix(&stem, ".log") || !absl::SimpleAtoi(stem, &attempt)) {
+        spdlog::warn("{}/{}: not a build log (<attempt>.log); left in place", job_dir, name);
+        ++left;
+        continue;
+      }
+      const std::string from = absl::StrCat(job_dir, "/", name);
+      const std::string to = PathFor(job_id, attempt);
+      if (::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus(errno, "rename log", from);
+      ++moved;
+    }
+    if (left == 0) emptied.push_back(job_dir);
+  }
+  if (moved == 0 && emptied.empty()) return absl::OkStatus();
+  // The new names are durable before the old directories go, so a crash leaves every log findable.
+  RETURN_IF_ERROR(SyncDirectory(dir_));
+  for (const std::string& job_dir : emptied) {
+    if (::rmdir(job_dir.c_str()) != 0) return ErrnoStatus(errno, "remove directory", job_dir);
+  }
+  RETURN_IF_ERROR(SyncDirectory(dir_));
+  spdlog::info("{}: {} log(s) moved out of {} per-build director(ies)", dir_, moved, emptied.size());
+  return absl::OkStatus();
 }
 
 std::string LogStore::SegmentPath(uint64_t n) const { return absl::StrCat(dir_, "/", kSegmentPrefix, n); }
@@ -212,7 +254,6 @@ absl::Status LogStore::Replay(std::vector<std::string>* segments, uint64_t* last
       if (Crc32(in.data() + pos + 8, end - pos - 8) != Get<uint32_t>(in, pos + 4)) break;
       const std::string job_id(in.substr(pos + kRecordHeader, id_size));
       if (job_id.find('/') != std::string::npos || job_id[0] == '.') break;
-      RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir_, "/", job_id), 0755));
       const std::string log_path = PathFor(job_id, attempt);
       const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
       if (fd < 0) return ErrnoStatus(errno, "open log", log_path);
@@ -277,7 +318,6 @@ void LogStore::MaybeRotate() {
 absl::StatusOr<std::shared_ptr<LogStore::File>> LogStore::OpenLocked(const Key& key) {
   auto it = files_.find(key);
   if (it != files_.end()) return it->second;
-  RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir_, "/", key.first), 0755));
   const std::string path = PathFor(key.first, key.second);
   auto file = std::make_shared<File>();
   file->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);

@@ -1,4 +1,6 @@
-// Durable per-attempt build logs: one append-only file per (job, attempt) under <data-dir>/logs.
+// Durable per-attempt build logs: one append-only file per (job, attempt) under <data-dir>/logs, named
+// <job id>.<attempt>.log (no directory per build: creating one cost as much as creating the file).
+// Logs of the earlier layout, <job id>/<attempt>.log, are moved to their flat names at start-up.
 //
 // Bytes are written to the attempt's file at once. They are made durable one of two ways:
 //  - the first kJournalLogBytes of each log (all of a typical short build's log) are also appended to
@@ -66,7 +68,7 @@ class LogStore {
   // made durable: the status says why).
   using FlushCallback = std::function<void(absl::Status)>;
 
-  // Creates the directory, replays journal segments left by an earlier run into the files (their
+  // Creates the directory, moves logs of the per-build directory layout to their flat names, replays journal segments left by an earlier run into the files (their
   // retirement, after a syncfs, runs in the background), opens a new segment and starts the threads.
   absl::Status Start();
   // Commits what is pending and stops the threads.
@@ -98,6 +100,8 @@ class LogStore {
 
   absl::StatusOr<std::shared_ptr<File>> OpenLocked(const Key& key);
   void MarkDirtyLocked(const Key& key);
+  // Renames <dir>/<job>/<attempt>.log to PathFor(job, attempt) and removes the emptied directories.
+  absl::Status MigrateJobDirectories();
   // Replays every segment in the directory into the files; returns their paths and the highest number.
   absl::Status Replay(std::vector<std::string>* segments, uint64_t* last);
   absl::Status OpenSegment(uint64_t n);

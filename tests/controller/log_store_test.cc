@@ -125,6 +125,46 @@ TEST_F(LogStoreTest, SizesSurviveReopen) {
   EXPECT_EQ(r->written, 1001u);
 }
 
+TEST_F(LogStoreTest, NoDirectoryIsCreatedPerBuild) {
+  LogStore store(dir_ + "/logs");
+  ASSERT_TRUE(store.Start().ok());
+  AppendDurably(store, "b-flat", 0, "line\n");
+  EXPECT_EQ(store.PathFor("b-flat", 1), dir_ + "/logs/b-flat.1.log");
+  auto names = ListDirectory(dir_ + "/logs");
+  ASSERT_TRUE(names.ok()) << names.status();
+  for (const std::string& name : *names) {
+    struct stat st {};
+    ASSERT_EQ(::stat((dir_ + "/logs/" + name).c_str(), &st), 0) << name;
+    EXPECT_FALSE(S_ISDIR(st.st_mode)) << name;
+  }
+}
+
+TEST_F(LogStoreTest, LogsOfThePerBuildDirectoryLayoutAreMovedAtStart) {
+  const std::string dir = dir_ + "/logs";
+  ASSERT_TRUE(MakeDirs(dir + "/b-old", 0755).ok());
+  ASSERT_TRUE(MakeDirs(dir + "/b-odd", 0755).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/b-old/1.log", "first attempt\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/b-old/2.log", "second\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/b-odd/notes.txt", "not a log").ok());
+  for (int start = 0; start < 2; ++start) {  // a second start finds nothing left to move
+    LogStore store(dir);
+    ASSERT_TRUE(store.Start().ok()) << start;
+    EXPECT_EQ(store.GetSizes("b-old", 1).committed, 14u) << start;
+    EXPECT_EQ(store.GetSizes("b-old", 2).committed, 7u) << start;
+    auto second = ReadFile(store.PathFor("b-old", 2));
+    ASSERT_TRUE(second.ok()) << second.status();
+    EXPECT_EQ(*second, "second\n");
+    EXPECT_FALSE(Exists(dir + "/b-old")) << "emptied per-build directory kept";
+    EXPECT_TRUE(Exists(dir + "/b-odd/notes.txt")) << "a file that is no log was touched";
+    store.Stop();
+  }
+  LogStore store(dir);
+  ASSERT_TRUE(store.Start().ok());
+  auto r = store.Append("b-old", 1, 14, "more\n", nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->written, 19u);
+}
+
 TEST_F(LogStoreTest, FlushAsyncCallsBackOnceEveryFileIsDurable) {
   LogStore store(dir_ + "/logs");
   ASSERT_TRUE(store.Start().ok());
