@@ -44,6 +44,7 @@
 #include "bench/bench_support.h"
 #include "tests/support/process_fixture.h"
 #include "tests/support/sshd_fixture.h"
+#include "tests/support/sshd_guest_config.h"
 #include "tests/support/stream_data.h"
 #include "tests/support/test_client.h"
 #include "vm/guest.h"
@@ -155,14 +156,9 @@ int main(int argc, char** argv) {
 
   std::printf("artifact of %llu MB: build machine (sshd on loopback) -> worker -> controller -> client disk\n",
               static_cast<unsigned long long>(options.mb));
-  freeagent::vm::SshConfig hop_config;
-  hop_config.host = "127.0.0.1";
-  hop_config.port = sshd->port();
-  hop_config.user = sshd->user();
-  hop_config.private_key_path = sshd->ed25519_key();
-  hop_config.host_key_fingerprint = sshd->host_key_fingerprint();
-  hop_config.connect_timeout = 20s;
-  auto hop = Must(freeagent::vm::SshGuest::Connect(hop_config, freeagent::CancellationToken::None()), "connect");
+  auto hop = Must(freeagent::vm::SshGuest::Connect(freeagent::testing::GuestConfigFor(*sshd),
+                                                    freeagent::CancellationToken::None()),
+                  "connect");
   const std::string hop_local = out + "/hop-copy.bin";
 
   std::vector<double> ours_s, collect_s, upload_s, client_s, theirs_s, hop_s;

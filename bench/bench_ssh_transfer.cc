@@ -44,6 +44,7 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "tests/support/sshd_fixture.h"
+#include "tests/support/sshd_guest_config.h"
 #include "vm/ssh_guest.h"
 
 namespace {
@@ -227,14 +228,7 @@ absl::Status Bench::Prepare() {
 }
 
 absl::StatusOr<std::unique_ptr<SshGuest>> Bench::Connect() const {
-  freeagent::vm::SshConfig config;
-  config.host = "127.0.0.1";
-  config.port = sshd_.port();
-  config.user = sshd_.user();
-  config.private_key_path = sshd_.ed25519_key();
-  config.host_key_fingerprint = sshd_.host_key_fingerprint();
-  config.connect_timeout = std::chrono::seconds(20);
-  return SshGuest::Connect(config, CancellationToken::None());
+  return SshGuest::Connect(freeagent::testing::GuestConfigFor(sshd_), CancellationToken::None());
 }
 
 std::vector<std::string> Bench::ClientArgs(const char* port_flag) const {

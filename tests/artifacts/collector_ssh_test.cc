@@ -28,6 +28,7 @@
 #include "tests/artifacts/test_rule.h"
 #include "proto/channel.h"
 #include "tests/support/sshd_fixture.h"
+#include "tests/support/sshd_guest_config.h"
 #include "tests/support/stream_data.h"
 #include "vm/ssh_guest.h"
 
@@ -95,14 +96,7 @@ class CollectorSshTest : public ::testing::Test {
     ASSERT_TRUE(MakeDirs(ws_ + "/dist", 0755).ok());
     ASSERT_TRUE(MakeDirs(root_ + "/outside", 0755).ok());
     ASSERT_TRUE(MakeDirs(dl_, 0700).ok());
-    vm::SshConfig c;
-    c.host = "127.0.0.1";
-    c.port = sshd_->port();
-    c.user = sshd_->user();
-    c.private_key_path = sshd_->ed25519_key();
-    c.host_key_fingerprint = sshd_->host_key_fingerprint();
-    c.connect_timeout = seconds(20);
-    auto g = vm::SshGuest::Connect(c, CancellationToken());
+    auto g = vm::SshGuest::Connect(freeagent::testing::GuestConfigFor(*sshd_), CancellationToken());
     ASSERT_TRUE(g.ok()) << g.status() << "\n" << sshd_->LogTail();
     guest_ = std::move(*g);
   }

@@ -19,6 +19,7 @@
 #include "common/sha256.h"
 #include "gtest/gtest.h"
 #include "tests/support/sshd_fixture.h"
+#include "tests/support/sshd_guest_config.h"
 
 namespace freeagent::vm {
 namespace {
@@ -46,16 +47,7 @@ class SshGuestTest : public ::testing::Test {
   }
   void TearDown() override { RemoveTree(tmp_).IgnoreError(); }
 
-  static SshConfig Config() {
-    SshConfig c;
-    c.host = "127.0.0.1";
-    c.port = sshd_->port();
-    c.user = sshd_->user();
-    c.private_key_path = sshd_->ed25519_key();
-    c.host_key_fingerprint = sshd_->host_key_fingerprint();
-    c.connect_timeout = seconds(20);
-    return c;
-  }
+  static SshConfig Config() { return freeagent::testing::GuestConfigFor(*sshd_); }
   static std::unique_ptr<SshGuest> MustConnect(SshConfig c = Config()) {
     auto g = SshGuest::Connect(c, CancellationToken());
     EXPECT_TRUE(g.ok()) << g.status() << "\n" << sshd_->LogTail();
@@ -561,13 +553,7 @@ TEST(SshGuestStandbyTest, ACommandDoesNotWaitForItsLoginShellsStartUpFiles) {
     GTEST_SKIP() << "this account's login shell does not read ~/.bashrc, so logins are not slowed";
   }
 
-  SshConfig c;
-  c.port = sshd.port();
-  c.user = sshd.user();
-  c.private_key_path = sshd.ed25519_key();
-  c.host_key_fingerprint = sshd.host_key_fingerprint();
-  c.connect_timeout = seconds(20);
-  auto g = SshGuest::Connect(c, CancellationToken());
+  auto g = SshGuest::Connect(freeagent::testing::GuestConfigFor(sshd), CancellationToken());
   ASSERT_TRUE(g.ok()) << g.status();
   auto run = [&](const std::string& cmd, std::map<std::string, std::string> env = {}) {
     ExecRequest req;
