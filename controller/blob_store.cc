@@ -297,6 +297,16 @@ void BlobStore::NoteUploadEnded(const std::string& upload_id, const absl::Status
   }
 }
 
+void BlobStore::AbandonUpload(const std::string& upload_id, const std::string& why) {
+  if (!ValidateUploadId(upload_id).ok()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  UploadProgress& p = uploads_[upload_id];  // also when nothing arrived yet: a waiting reader ends too
+  if (p.state != UploadProgress::State::kRunning) return;
+  p.state = UploadProgress::State::kFailed;
+  p.error = why;
+  p.last_change_ms = UnixMillis();
+}
+
 absl::StatusOr<UploadProgress> BlobStore::FollowUpload(const std::string& upload_id) {
   RETURN_IF_ERROR(ValidateUploadId(upload_id));
   {

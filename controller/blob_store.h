@@ -137,6 +137,12 @@ class BlobStore {
   // After a restart an upload with a partial and no record reads as running with no sender.
   absl::StatusOr<UploadProgress> FollowUpload(const std::string& upload_id);
 
+  // Streaming upload `upload_id` will not be used (the build attempt it belongs to has ended): unless
+  // it is already stored, its readers learn now that it failed, with `why`, instead of waiting for
+  // bytes that will never come. The sender, if still connected, is not cut off; what it stores is
+  // simply not followed.
+  void AbandonUpload(const std::string& upload_id, const std::string& why);
+
   std::string PathFor(const std::string& digest) const;
   // `key`: a digest, or UploadKey(upload_id) for a streaming upload.
   std::string PartialPathFor(const std::string& key) const;

@@ -489,7 +489,7 @@ void Controller::DetachLocked(Job& job) {
 void Controller::RequeueLocked(Job& job, bool next_attempt, const std::string& why) {
   DetachLocked(job);
   v1::Build& b = job.build;
-  b.clear_uploading_artifacts();  // uploads of the ended attempt
+  EndUploadsLocked(job, absl::StrCat("was requeued: ", why));
   if (next_attempt) {
     if (b.attempt() >= options_.max_attempts) {
       FinishLocked(job, v1::JOB_STATE_ERROR,
@@ -519,7 +519,17 @@ void Controller::RequeueLocked(Job& job, bool next_attempt, const std::string& w
               spdlog::level::info);
 }
 
+void Controller::EndUploadsLocked(Job& job, const std::string& why) {
+  v1::Build& b = job.build;
+  for (const v1::ArtifactInfo& a : b.uploading_artifacts()) {
+    if (!a.sha256().empty() || a.upload_id().empty()) continue;
+    blobs_.AbandonUpload(a.upload_id(), absl::StrCat("attempt ", b.attempt(), " of build ", b.id(), " ", why));
+  }
+  b.clear_uploading_artifacts();
+}
+
 void Controller::FinishLocked(Job& job, v1::JobState outcome, const std::string& error) {
+  EndUploadsLocked(job, absl::StrCat("ended ", v1::JobState_Name(outcome)));
   DetachLocked(job);
   queue_.erase(KeyOf(job));
   v1::Build& b = job.build;
@@ -1065,7 +1075,7 @@ void Controller::HandleResultLocked(const std::shared_ptr<WorkerConnection>& con
   b.set_exit_code(result.exit_code());
   b.set_failed_step(result.failed_step());
   *b.mutable_artifacts() = result.artifacts();
-  b.clear_uploading_artifacts();
+  EndUploadsLocked(*job, absl::StrCat("ended ", v1::JobState_Name(outcome)));
   *b.mutable_phases() = result.phases();
   store_->PutArtifacts(b.id(), b.attempt(), result.artifacts());
   const uint64_t committed = logs_.GetSizes(b.id(), b.attempt()).committed;

@@ -177,6 +177,9 @@ class Controller {
   void DetachLocked(Job& job);
   void RequeueLocked(Job& job, bool next_attempt, const std::string& why);
   void FinishLocked(Job& job, v1::JobState outcome, const std::string& error);
+  // The running attempt of `job` has ended: its uploads that are not stored are abandoned (their
+  // followers stop waiting) and the build lists none.
+  void EndUploadsLocked(Job& job, const std::string& why);
   void SendCancelLocked(Job& job);
   void WorkerLostLocked(Worker& worker, const std::string& why);
   void HandleLogChunk(const std::shared_ptr<WorkerConnection>& conn, const std::string& worker_id,

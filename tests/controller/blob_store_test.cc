@@ -127,6 +127,42 @@ TEST_F(BlobStoreTest, StalePartialsAreRemovedButNotOnesBeingWrittenOrRecentlyWri
   EXPECT_TRUE(store_->BeginUpload(resume).ok());
 }
 
+TEST_F(BlobStoreTest, AnAbandonedUploadFailsForItsReadersUnlessItIsStored) {
+  const std::string running(32, '4'), stored(32, '5'), not_begun(32, '6');
+  std::unique_ptr<BlobWriter> writer = Begin("", running, "half of it");
+  ASSERT_TRUE(writer);
+  std::unique_ptr<BlobWriter> done = Begin("", stored, "all of it");
+  ASSERT_TRUE(done);
+  v1::UploadTrailer t;
+  t.set_digest(Sha256Hex("all of it"));
+  t.set_size(9);
+  ASSERT_TRUE(done->FinishStreaming(t).ok());
+  done.reset();
+
+  store_->AbandonUpload(running, "attempt 1 of build b-1 ended JOB_STATE_FAILED");
+  store_->AbandonUpload(stored, "attempt 1 of build b-1 ended JOB_STATE_FAILED");
+  store_->AbandonUpload(not_begun, "attempt 1 of build b-1 ended JOB_STATE_FAILED");
+  store_->AbandonUpload("../../etc", "not an upload id: ignored");
+
+  auto p = store_->FollowUpload(running);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->state, UploadProgress::State::kFailed) << "its writer is still connected";
+  EXPECT_EQ(p->error, "attempt 1 of build b-1 ended JOB_STATE_FAILED");
+  // More bytes from the sender do not make it followable again.
+  ASSERT_TRUE(writer->Write(" and more").ok());
+  EXPECT_EQ(store_->FollowUpload(running)->state, UploadProgress::State::kFailed);
+
+  p = store_->FollowUpload(stored);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->state, UploadProgress::State::kStored) << "a stored upload stays readable";
+  EXPECT_EQ(p->digest, Sha256Hex("all of it"));
+
+  // A reader waiting for an upload whose first bytes never came learns it failed instead of NOT_FOUND.
+  p = store_->FollowUpload(not_begun);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->state, UploadProgress::State::kFailed);
+}
+
 TEST_F(BlobStoreTest, StoredBlobsAreListedWithTheirLastTouchWhichOutlivesARestart) {
   const int64_t now = UnixMillis();
   const std::string old_data = "stored two days ago";
