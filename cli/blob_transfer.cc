@@ -194,6 +194,19 @@ absl::Status Receive(BlobService::StubInterface* blobs, const freeagent::v1::Dow
 
 }  // namespace
 
+namespace {
+std::string PartOfUpload(const std::string& dir, const std::string& name, const std::string& upload_id) {
+  return absl::StrCat(dir, "/.", name, ".", upload_id.substr(0, 16), ".part");
+}
+}  // namespace
+
+absl::StatusOr<std::string> FollowedPartPath(const ArtifactInfo& artifact, const std::string& dir,
+                                             const std::string& upload_id) {
+  ASSIGN_OR_RETURN(std::string name, SafeArtifactFileName(artifact.name()));
+  RETURN_IF_ERROR(ValidateUploadId(upload_id));
+  return PartOfUpload(dir, name, upload_id);
+}
+
 absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
                                              const ArtifactInfo& artifact, const std::string& dir,
                                              const DownloadOptions& options, ArtifactInfo* stored) {
@@ -208,9 +221,7 @@ absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
   RETURN_IF_ERROR(MakeDirs(dir));
   const std::string target = absl::StrCat(dir, "/", name);
   // A followed upload's part file is its own: its bytes are a prefix of that upload only.
-  auto followed_part = [&](const std::string& upload_id) {
-    return absl::StrCat(dir, "/.", name, ".", upload_id.substr(0, 16), ".part");
-  };
+  auto followed_part = [&](const std::string& upload_id) { return PartOfUpload(dir, name, upload_id); };
   const std::string part = following ? followed_part(artifact.upload_id()) : absl::StrCat(dir, "/.", name, ".part");
   if (!following && ValidateUploadId(options.followed_upload_id).ok()) {
     // That upload was stored as this artifact: its bytes so far are this blob's first bytes (and are

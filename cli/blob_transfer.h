@@ -47,6 +47,11 @@ absl::StatusOr<std::string> DownloadArtifact(freeagent::v1::BlobService::StubInt
                                              const DownloadOptions& options = {},
                                              freeagent::v1::ArtifactInfo* stored = nullptr);
 
+// The part file a download following upload `upload_id` of `artifact` writes in `dir`, or an error
+// when the artifact's name or the upload id is not valid.
+absl::StatusOr<std::string> FollowedPartPath(const freeagent::v1::ArtifactInfo& artifact,
+                                             const std::string& dir, const std::string& upload_id);
+
 // The file name an artifact is saved under: its base name, never a path that could leave the
 // download directory. INVALID_ARGUMENT for names like "", ".", "..".
 absl::StatusOr<std::string> SafeArtifactFileName(const std::string& name);

@@ -132,9 +132,10 @@ constexpr auto kFollowRetry = std::chrono::seconds(30);
 // keeping the bytes followed. Any other failed download is only reported: DownloadAll fetches that
 // artifact by digest afterwards. Returns the ended build, or, once the running attempt has stored all
 // its artifacts (ArtifactsComplete), the build with those as its artifacts, without waiting for the
-// machine's clean-up. `fetched` gets what arrived.
+// machine's clean-up. `fetched` gets what arrived; `parts` gets the part file of each follow begun.
 absl::StatusOr<Build> FollowArtifacts(BuildService::Stub* builds, BlobService::Stub* blobs, const std::string& id,
-                                      const std::string& dir, bool force, bool show_progress, FetchedMap* fetched) {
+                                      const std::string& dir, bool force, bool show_progress, FetchedMap* fetched,
+                                      std::set<std::string>* parts) {
   using Clock = std::chrono::steady_clock;
   struct Retry {
     std::string upload_id;
@@ -176,6 +177,9 @@ absl::StatusOr<Build> FollowArtifacts(BuildService::Stub* builds, BlobService::S
         path = DownloadArtifact(blobs, a, dir, by_digest, &stored);
       } else {
         if (a.upload_id().empty() || tried.count(a.upload_id()) > 0) continue;
+        if (absl::StatusOr<std::string> part = FollowedPartPath(a, dir, a.upload_id()); part.ok()) {
+          parts->insert(*std::move(part));
+        }
         path = DownloadArtifact(blobs, a, dir, options, &stored);
         const auto now = Clock::now();
         const bool same = again != retry.end() && again->second.upload_id == a.upload_id();
@@ -190,6 +194,8 @@ absl::StatusOr<Build> FollowArtifacts(BuildService::Stub* builds, BlobService::S
       started = true;
       if (path.ok()) {
         (*fetched)[a.path()] = Fetched{stored, *path};
+      } else if (absl::IsAborted(path.status())) {
+        Err(absl::StrCat("==> artifact ", a.path(), ": ", path.status().message()));
       } else {
         Err(absl::StrCat("==> artifact ", a.path(), ": the download during its upload failed (",
                          path.status().message(), "); it is fetched again when the build ends"));
@@ -198,6 +204,23 @@ absl::StatusOr<Build> FollowArtifacts(BuildService::Stub* builds, BlobService::S
     if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
+
+// Removes, when the command ends, the part files of followed uploads (FollowArtifacts `parts`): a
+// follow that ended well renamed its file into place, and the bytes of one given up on that the
+// download by digest took over live on under that download's own part file (a hard link).
+class FollowedParts {
+ public:
+  FollowedParts() = default;
+  FollowedParts(const FollowedParts&) = delete;
+  FollowedParts& operator=(const FollowedParts&) = delete;
+  ~FollowedParts() {
+    for (const std::string& part : parts_) unlink(part.c_str());  // ENOENT: renamed into place
+  }
+  std::set<std::string>* get() { return &parts_; }
+
+ private:
+  std::set<std::string> parts_;
+};
 
 // Downloads every artifact of `build`. Reports each as "<sha256>  <path>" (sha256sum format) on
 // stdout, or as a "==>" line on stderr when stdout carries the log (`to_stderr`). Artifacts in
@@ -277,11 +300,12 @@ absl::StatusOr<int> Commands::Submit(const SubmitOptions& options) {
   follow.json = options.follow && options.json;
   // Artifacts are downloaded while they are uploaded, next to the followed build.
   FetchedMap fetched;
+  FollowedParts parts;
   std::thread early_downloads;
   if (!options.download_dir.empty()) {
     early_downloads = std::thread([&] {
       FollowArtifacts(builds.get(), blobs.get(), build.id(), options.download_dir, options.force,
-                      /*show_progress=*/false, &fetched)
+                      /*show_progress=*/false, &fetched, parts.get())
           .IgnoreError();  // whatever did not arrive is downloaded below
     });
   }
@@ -371,8 +395,10 @@ absl::StatusOr<int> Commands::Artifacts(const std::string& id, const std::string
   ASSIGN_OR_RETURN(Build build, GetBuild(builds.get(), id));
   // A running build's artifacts are downloaded as their uploads start; the command ends with the build.
   FetchedMap fetched;
+  FollowedParts parts;
   if (!IsTerminal(build.state())) {
-    ASSIGN_OR_RETURN(build, FollowArtifacts(builds.get(), blobs.get(), id, dir, force, /*show_progress=*/true, &fetched));
+    ASSIGN_OR_RETURN(build, FollowArtifacts(builds.get(), blobs.get(), id, dir, force, /*show_progress=*/true,
+                                            &fetched, parts.get()));
   }
   RETURN_IF_ERROR(DownloadAll(blobs.get(), build, dir, force, json, /*to_stderr=*/false, fetched));
   return kExitOk;

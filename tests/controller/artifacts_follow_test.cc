@@ -1,7 +1,10 @@
-// `freeagent artifacts` (cli::Commands) against a real controller whose blob store no longer knows an
-// upload the build still lists: the upload was stored just before a controller restart, which forgets
-// which digest an upload became. The command takes the artifact by digest as soon as the build lists
-// it stored, instead of waiting for the upload to begin.
+// `freeagent artifacts` (cli::Commands) against a real controller, following uploads that do not end
+// the plain way:
+// - the blob store no longer knows an upload the build still lists (stored just before a controller
+//   restart, which forgets which digest an upload became): the command takes the artifact by digest
+//   as soon as the build lists it stored, instead of waiting for the upload to begin;
+// - the attempt fails while its upload stream is still open: the follow ends with the attempt and
+//   leaves no part file.
 #include <sys/stat.h>
 
 #include <atomic>
@@ -109,6 +112,50 @@ TEST_F(ArtifactsFollowTest, UploadStoredBeforeARestartIsTakenByDigestOnceTheBuil
   ASSERT_TRUE(content.ok()) << content.status();
   EXPECT_TRUE(*content == data) << "the downloaded bytes differ";
   EXPECT_EQ(*ListDirectory(dir), std::vector<std::string>{"app.bin"}) << "a part file was left behind";
+}
+
+TEST_F(ArtifactsFollowTest, AFollowGivenUpWhenTheAttemptFailsLeavesNoPartFile) {
+  FakeWorker worker(channel_);
+  worker.Hello("w1", {}, 1);
+  auto build = Submit(Spec(UploadSource()));
+  ASSERT_TRUE(build.ok()) << build.status();
+  auto job = worker.NextAssign();
+  ASSERT_TRUE(job.has_value());
+  ASSERT_TRUE(worker.Send(FakeWorker::Accepted(*job)));
+
+  const std::string upload_id(32, '8');
+  v1::ArtifactInfo uploading;
+  uploading.set_name("app.bin");
+  uploading.set_path("out/app.bin");
+  uploading.set_upload_id(upload_id);
+  ASSERT_TRUE(worker.Send(Announce(*job, uploading)));
+  auto upload = StartUpload(upload_id, 0);
+  upload->Send(RandomBytes(1 << 20));
+  ASSERT_TRUE(WaitBuild(build->id(), [](const v1::Build& b) { return b.uploading_artifacts_size() == 1; }));
+
+  const std::string dir = root_ + "/out";
+  absl::StatusOr<int> exit_code = absl::UnknownError("not run");
+  std::thread cli([&] {
+    cli::Commands commands(channel_);
+    exit_code = commands.Artifacts(build->id(), dir, /*force=*/false, /*json=*/false);
+  });
+  // The command follows the upload (its part file is there); then the attempt fails mid-upload.
+  const std::string part = dir + "/.app.bin." + upload_id.substr(0, 16) + ".part";
+  ASSERT_TRUE(WaitForFile(part, 10s));
+  const auto failed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(worker.Send(FakeWorker::Result(*job, v1::JOB_STATE_FAILED, 0)));
+  cli.join();
+  // The follow ends with the attempt, not after the blob store's idle limit (5 min) while the
+  // upload's stream stays open.
+  EXPECT_LT(std::chrono::steady_clock::now() - failed, 10s);
+  upload->End().IgnoreError();
+
+  struct stat st {};
+  EXPECT_NE(::stat(part.c_str(), &st), 0) << "the part file of the given-up follow was left behind";
+  auto left = ListDirectory(dir);
+  ASSERT_TRUE(left.ok()) << left.status();
+  EXPECT_TRUE(left->empty()) << "files left: " << left->size();
+  EXPECT_TRUE(exit_code.ok()) << exit_code.status();
 }
 
 }  // namespace
