@@ -1,6 +1,6 @@
-// Test support for the controller: a real ControllerServer on 127.0.0.1:0 over a temp data dir,
-// client stubs, blob uploads (whole, by digest, and streaming), Watch collection, file ages, and a
-// scripted fake worker on a real gRPC stream.
+// Test support for the controller: a real ControllerServer on 127.0.0.1:0 over a temp data dir
+// (RestartServer keeps its port), client stubs, blob uploads (whole, by digest, and streaming), Watch
+// collection, file ages, and a scripted fake worker on a real gRPC stream.
 #pragma once
 
 #include <fcntl.h>
@@ -211,6 +211,17 @@ class ControllerTest : public ::testing::Test {
   void StopServer() {
     if (server_) server_->Shutdown(1s);
     server_.reset();
+  }
+
+  // Stops the controller and starts it again on the same data dir and port, so a client holding its
+  // own channel to the old one (a CLI command mid-follow) reaches the new one when it reconnects.
+  void RestartServer() {
+    ASSERT_TRUE(server_) << "no controller to restart";
+    const std::string listen = options_.listen;
+    options_.listen = "127.0.0.1:" + std::to_string(server_->port());
+    StopServer();
+    StartServer();
+    options_.listen = listen;
   }
 
   // Uploads `data` whole; returns its digest.
