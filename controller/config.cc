@@ -14,7 +14,7 @@ absl::Status ApplyControllerToml(const toml::table& table, const std::string& so
   RETURN_IF_ERROR(reader.RejectUnknown("", {"listen", "data_dir", "heartbeat_interval_ms",
                                             "liveness_timeout_ms", "max_attempts", "log_level",
                                             "artifact_retention_days", "artifact_max_total_gib",
-                                            "partial_upload_max_age_hours", "insecure",
+                                            "partial_upload_max_age_hours", "input_retention_days", "insecure",
                                             "tls_cert", "tls_key", "client_ca", "worker_tokens", "client_tokens",
                                             "admin_tokens"}));
   auto from_file = [&](const char* key, auto* out) -> absl::Status {
@@ -30,6 +30,7 @@ absl::Status ApplyControllerToml(const toml::table& table, const std::string& so
   RETURN_IF_ERROR(from_file("artifact_retention_days", &c->artifact_retention_days));
   RETURN_IF_ERROR(from_file("artifact_max_total_gib", &c->artifact_max_total_gib));
   RETURN_IF_ERROR(from_file("partial_upload_max_age_hours", &c->partial_upload_max_age_hours));
+  RETURN_IF_ERROR(from_file("input_retention_days", &c->input_retention_days));
   RETURN_IF_ERROR(from_file("insecure", &c->security.insecure));
   RETURN_IF_ERROR(from_file("tls_cert", &c->security.tls_cert_file));
   RETURN_IF_ERROR(from_file("tls_key", &c->security.tls_key_file));
@@ -57,6 +58,9 @@ absl::Status ValidateControllerConfig(const ControllerConfig& c) {
   }
   if (c.partial_upload_max_age_hours < 0 || c.partial_upload_max_age_hours > 876000) {
     return absl::InvalidArgumentError("partial_upload_max_age_hours must be between 0 (keep forever) and 876000");
+  }
+  if (c.input_retention_days < 0 || c.input_retention_days > 36500) {
+    return absl::InvalidArgumentError("input_retention_days must be between 0 (keep forever) and 36500");
   }
   if (c.listen.empty()) return absl::InvalidArgumentError("listen is empty");
   if (c.data_dir.empty()) return absl::InvalidArgumentError("data_dir is empty");

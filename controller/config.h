@@ -22,6 +22,7 @@ struct ControllerConfig {
   int64_t artifact_retention_days = 30;
   int64_t artifact_max_total_gib = 0;
   int64_t partial_upload_max_age_hours = 24;
+  int64_t input_retention_days = 7;
   std::string log_level;
   SecurityOptions security;
 };

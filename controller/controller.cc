@@ -204,7 +204,7 @@ void Controller::LivenessLoop() {
   const auto period = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(500),
                                                           options_.liveness_timeout / 4 + std::chrono::milliseconds(1));
   const bool retention = options_.retention.max_age_days > 0 || options_.retention.max_total_bytes > 0 ||
-                         options_.retention.partial_upload_max_age_hours > 0;
+                         options_.retention.partial_upload_max_age_hours > 0 || options_.retention.input_max_age_days > 0;
   auto next_retention = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopped_) {

@@ -200,7 +200,9 @@ class Controller {
 
   // CollectGarbage's second part, without the core lock: partial uploads and blobs no build in
   // `referenced` names, idle for over the policy's age limit, listed in `response` (removed with `apply`).
-  void CollectStaleBlobs(const std::set<std::string>& referenced, int64_t now_ms, int64_t protect_since_ms,
+  // `stored`: the store's blobs as listed at the start of the pass.
+  void CollectStaleBlobs(const absl::StatusOr<std::vector<BlobStore::FileInfo>>& stored,
+                         const std::set<std::string>& referenced, int64_t now_ms, int64_t protect_since_ms,
                          bool apply, v1::CollectGarbageResponse* response);
 
   const ControllerOptions options_;

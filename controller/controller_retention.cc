@@ -1,5 +1,7 @@
 // Controller::CollectGarbage: artifact retention over the live record, and the blob files no record
 // stands for (the rules are in retention.h).
+#include <algorithm>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -11,20 +13,42 @@ namespace freeagent::controller {
 
 absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply) {
   const int64_t started_ms = UnixMillis();
+  // The record does not hold the size of an input; one that is no longer stored is not planned again.
+  const absl::StatusOr<std::vector<BlobStore::FileInfo>> stored = blobs_.ListStored();
+  std::map<std::string, uint64_t> stored_sizes;
+  if (stored.ok()) {
+    for (const BlobStore::FileInfo& f : *stored) stored_sizes[f.key] = f.size;
+  }
   RetentionPlan plan;
   int64_t protect_since_ms = started_ms;
   std::set<std::string> referenced;  // every blob a build names
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return absl::UnavailableError("controller is shutting down");
-    std::vector<ArtifactRecord> records;
+    std::vector<BlobRecord> records;
+    std::vector<BlobRecord> inputs;
     std::set<std::string> in_use;
+    std::set<std::string> artifacts;  // digests of artifacts not yet removed
     for (const auto& [id, job] : jobs_) {
       const v1::Build& b = job.build;
       const bool finished = IsTerminal(b.state());
-      referenced.insert(b.spec().source_digest());
-      referenced.insert(b.spec().signing().p12_digest());
-      referenced.insert(b.spec().signing().profile_digests().begin(), b.spec().signing().profile_digests().end());
+      const int64_t finished_ms = finished ? b.finished_unix_ms() : 0;
+      auto add_input = [&](const std::string& digest, const char* kind, const char* name) {
+        referenced.insert(digest);
+        if (digest.empty() || b.removed_inputs().contains(digest)) return;
+        auto size = stored_sizes.find(digest);
+        if (size == stored_sizes.end()) return;
+        BlobRecord& r = inputs.emplace_back();
+        r.build_id = id;
+        r.kind = kind;
+        r.info.set_name(name);
+        r.info.set_sha256(digest);
+        r.info.set_size(size->second);
+        r.finished_unix_ms = finished_ms;
+      };
+      add_input(b.spec().source_digest(), "source", "source archive");
+      add_input(b.spec().signing().p12_digest(), "p12", "P12");
+      for (const std::string& d : b.spec().signing().profile_digests()) add_input(d, "profile", "provisioning profile");
       for (const v1::ArtifactInfo& a : b.uploading_artifacts()) referenced.insert(a.sha256());
       if (!finished) {
         // Whatever an unfinished build uses stays, and so does any blob touched since it was submitted:
@@ -37,10 +61,25 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
       for (int i = 0; i < b.artifacts_size(); ++i) {
         if (b.artifacts(i).expired_unix_ms() != 0) continue;
         referenced.insert(b.artifacts(i).sha256());
-        records.push_back(ArtifactRecord{id, i, b.artifacts(i), finished ? b.finished_unix_ms() : 0});
+        artifacts.insert(b.artifacts(i).sha256());
+        records.push_back(BlobRecord{id, i, "artifact", b.artifacts(i), finished_ms});
       }
     }
+    // A blob that is both an input and a kept artifact (or the other way round) stays.
+    std::set<std::string> inputs_in_use = in_use;
+    inputs_in_use.insert(artifacts.begin(), artifacts.end());
+    RetentionPlan input_plan = PlanInputRetention(inputs, inputs_in_use, options_.retention, started_ms);
+    const std::set<std::string> inputs_removed(input_plan.digests.begin(), input_plan.digests.end());
+    for (const BlobRecord& r : inputs) {
+      if (inputs_removed.count(r.info.sha256()) == 0) in_use.insert(r.info.sha256());
+    }
     plan = PlanRetention(records, in_use, options_.retention, started_ms);
+    plan.digests.insert(plan.digests.end(), input_plan.digests.begin(), input_plan.digests.end());
+    plan.removed_bytes += input_plan.removed_bytes;
+    for (v1::GarbageItem& item : input_plan.items) plan.items.push_back(std::move(item));
+    std::stable_sort(plan.items.begin(), plan.items.end(), [](const v1::GarbageItem& x, const v1::GarbageItem& y) {
+      return x.finished_unix_ms() < y.finished_unix_ms();
+    });
   }
 
   v1::CollectGarbageResponse response;
@@ -48,8 +87,9 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
   response.set_retention_days(options_.retention.max_age_days);
   response.set_max_total_bytes(options_.retention.max_total_bytes);
   response.set_partial_upload_max_age_hours(options_.retention.partial_upload_max_age_hours);
+  response.set_input_retention_days(options_.retention.input_max_age_days);
   response.set_kept_bytes(plan.kept_bytes);
-  CollectStaleBlobs(referenced, started_ms, protect_since_ms, apply, &response);
+  CollectStaleBlobs(stored, referenced, started_ms, protect_since_ms, apply, &response);
   if (!apply) {
     response.set_removed_bytes(plan.removed_bytes);
     for (v1::GarbageItem& item : plan.items) *response.add_items() = std::move(item);
@@ -73,16 +113,21 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
       if (removed.count(item.sha256()) == 0) continue;
       Job* job = FindLocked(item.build_id());
       if (job == nullptr) continue;
-      bool changed = false;
-      for (v1::ArtifactInfo& a : *job->build.mutable_artifacts()) {
-        if (a.sha256() == item.sha256() && a.expired_unix_ms() == 0) {
-          a.set_expired_unix_ms(now_ms);
-          changed = true;
-        }
-      }
-      if (changed) {
+      if (item.kind() != "artifact") {
+        job->build.mutable_removed_inputs()->insert({item.sha256(), now_ms});
         SaveJobLocked(*job);
-        store_->PutArtifacts(job->build.id(), job->build.attempt(), job->build.artifacts());
+      } else {
+        bool changed = false;
+        for (v1::ArtifactInfo& a : *job->build.mutable_artifacts()) {
+          if (a.sha256() == item.sha256() && a.expired_unix_ms() == 0) {
+            a.set_expired_unix_ms(now_ms);
+            changed = true;
+          }
+        }
+        if (changed) {
+          SaveJobLocked(*job);
+          store_->PutArtifacts(job->build.id(), job->build.attempt(), job->build.artifacts());
+        }
       }
       if (counted.insert(item.sha256()).second) response.set_removed_bytes(response.removed_bytes() + item.size());
       *response.add_items() = std::move(item);
@@ -90,17 +135,20 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
   }
   FlushNotifications();
   if (response.items_size() > 0) {
-    spdlog::info("retention removed {} artifact(s), {} bytes; {} bytes kept", response.items_size(),
-                 response.removed_bytes(), response.kept_bytes());
+    const auto artifacts = std::count_if(response.items().begin(), response.items().end(),
+                                         [](const v1::GarbageItem& item) { return item.kind() == "artifact"; });
+    spdlog::info("retention removed {} artifact(s) and {} build input(s), {} bytes; {} artifact bytes kept",
+                 artifacts, response.items_size() - artifacts, response.removed_bytes(), response.kept_bytes());
   }
   return response;
 }
 
-void Controller::CollectStaleBlobs(const std::set<std::string>& referenced, int64_t now_ms, int64_t protect_since_ms,
+void Controller::CollectStaleBlobs(const absl::StatusOr<std::vector<BlobStore::FileInfo>>& stored,
+                                   const std::set<std::string>& referenced, int64_t now_ms, int64_t protect_since_ms,
                                    bool apply, v1::CollectGarbageResponse* response) {
   const RetentionPolicy& policy = options_.retention;
   if (policy.partial_upload_max_age_hours == 0) return;
-  auto candidates = [](absl::StatusOr<std::vector<BlobStore::FileInfo>> files) {
+  auto candidates = [](const absl::StatusOr<std::vector<BlobStore::FileInfo>>& files) {
     std::vector<v1::StaleBlob> out;
     if (!files.ok()) {
       spdlog::error("retention: {}", files.status().ToString());
@@ -119,7 +167,7 @@ void Controller::CollectStaleBlobs(const std::set<std::string>& referenced, int6
   // found (touched since the oldest was submitted) stays, as for artifacts.
   std::vector<v1::StaleBlob> partials = PlanStale(candidates(blobs_.ListPartials()), {}, policy, now_ms);
   std::vector<v1::StaleBlob> unreferenced =
-      PlanStale(candidates(blobs_.ListStored()), referenced, policy, now_ms, protect_since_ms);
+      PlanStale(candidates(stored), referenced, policy, now_ms, protect_since_ms);
   const int64_t cutoff_ms = StaleCutoffMs(policy, now_ms);
   auto keep_removed = [&](std::vector<v1::StaleBlob>* files, auto remove) {
     std::erase_if(*files, [&](const v1::StaleBlob& b) {

@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
   app.add_option("--partial-upload-max-age-hours", values.partial_upload_max_age_hours,
                  "remove partial uploads and blobs no build references once unused this long (0 = keep)")
       ->capture_default_str();
+  app.add_option("--input-retention-days", values.input_retention_days,
+                 "remove the source archives and signing blobs of builds that ended this many days ago (0 = keep)")
+      ->capture_default_str();
   app.add_flag("--insecure", values.security.insecure,
                "plaintext, and no tokens needed when none are configured (loopback demos and tests only)");
   app.add_option("--tls-cert", values.security.tls_cert_file, "PEM certificate chain served on the port");
@@ -107,6 +110,7 @@ int main(int argc, char** argv) {
   options.controller.retention.max_age_days = static_cast<uint32_t>(values.artifact_retention_days);
   options.controller.retention.max_total_bytes = static_cast<uint64_t>(values.artifact_max_total_gib) << 30;
   options.controller.retention.partial_upload_max_age_hours = static_cast<uint32_t>(values.partial_upload_max_age_hours);
+  options.controller.retention.input_max_age_days = static_cast<uint32_t>(values.input_retention_days);
   auto server = freeagent::controller::ControllerServer::Start(options);
   if (!server.ok()) {
     spdlog::critical("{}", std::string(server.status().message()));

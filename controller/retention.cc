@@ -7,16 +7,16 @@
 
 namespace freeagent::controller {
 
-RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const std::set<std::string>& in_use,
+RetentionPlan PlanRetention(const std::vector<BlobRecord>& records, const std::set<std::string>& in_use,
                             const RetentionPolicy& policy, int64_t now_unix_ms) {
   struct Blob {
     uint64_t size = 0;
     int64_t newest_ms = 0;
     bool pinned = false;
-    std::vector<const ArtifactRecord*> refs;
+    std::vector<const BlobRecord*> refs;
   };
   std::map<std::string, Blob> blobs;
-  for (const ArtifactRecord& r : records) {
+  for (const BlobRecord& r : records) {
     Blob& b = blobs[r.info.sha256()];
     b.size = r.info.size();
     b.refs.push_back(&r);
@@ -43,7 +43,7 @@ RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const st
     plan.digests.push_back(digest);
     plan.removed_bytes += b.size;
     total -= b.size;
-    for (const ArtifactRecord* r : b.refs) {
+    for (const BlobRecord* r : b.refs) {
       v1::GarbageItem item;
       item.set_build_id(r->build_id);
       item.set_name(r->info.name());
@@ -51,6 +51,7 @@ RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const st
       item.set_size(r->info.size());
       item.set_finished_unix_ms(r->finished_unix_ms);
       item.set_reason(reason);
+      item.set_kind(r->kind);
       plan.items.push_back(std::move(item));
     }
   };
@@ -66,6 +67,14 @@ RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const st
   });
   plan.kept_bytes = total;
   return plan;
+}
+
+RetentionPlan PlanInputRetention(const std::vector<BlobRecord>& inputs, const std::set<std::string>& in_use,
+                                 const RetentionPolicy& policy, int64_t now_unix_ms) {
+  if (policy.input_max_age_days == 0) return RetentionPlan{};
+  RetentionPolicy by_age;
+  by_age.max_age_days = policy.input_max_age_days;
+  return PlanRetention(inputs, in_use, by_age, now_unix_ms);
 }
 
 int64_t StaleCutoffMs(const RetentionPolicy& policy, int64_t now_unix_ms) {

@@ -8,6 +8,10 @@
 // never removed. First every digest older than the age limit goes; then, oldest first, digests go until
 // the total is under the size limit.
 //
+// The inputs of a build (its source archive, P12 and provisioning profiles) are needed only while it
+// runs; PlanInputRetention removes them by the same rules once the newest build naming them ended
+// input_max_age_days ago. They are not part of the artifacts' size limit.
+//
 // Blob files no artifact record stands for are aged by their last use alone: a partial upload whose
 // sender never came back, a stored blob no build references (its build failed after the upload, or a
 // client uploaded a source it never submitted). PlanStale picks those idle for longer than
@@ -27,13 +31,15 @@ struct RetentionPolicy {
   uint32_t max_age_days = 0;     // 0 = no age limit
   uint64_t max_total_bytes = 0;  // 0 = no size limit
   uint32_t partial_upload_max_age_hours = 24;  // partial uploads and unreferenced blobs; 0 = kept
+  uint32_t input_max_age_days = 7;  // sources and signing blobs of finished builds; 0 = kept
 };
 
-// One artifact record of a build, as the record holds it.
-struct ArtifactRecord {
+// One blob a build names, as the record holds it: an artifact, or one of its inputs.
+struct BlobRecord {
   std::string build_id;
-  int index = 0;                 // position in Build.artifacts
-  v1::ArtifactInfo info;
+  int index = 0;                 // position in Build.artifacts (artifacts only)
+  std::string kind = "artifact";  // or the input's kind: "source", "p12", "profile"
+  v1::ArtifactInfo info;         // name, sha256 and size
   int64_t finished_unix_ms = 0;  // when the build ended; 0 = not finished
 };
 
@@ -45,8 +51,13 @@ struct RetentionPlan {
 };
 
 // `records`: every artifact of every build not yet expired. `in_use`: digests that must stay.
-RetentionPlan PlanRetention(const std::vector<ArtifactRecord>& records, const std::set<std::string>& in_use,
+RetentionPlan PlanRetention(const std::vector<BlobRecord>& records, const std::set<std::string>& in_use,
                             const RetentionPolicy& policy, int64_t now_unix_ms);
+
+// `inputs`: every input blob of every build that is still stored. `in_use`: digests that must stay
+// (those of artifacts among them). Age only: no size limit.
+RetentionPlan PlanInputRetention(const std::vector<BlobRecord>& inputs, const std::set<std::string>& in_use,
+                                 const RetentionPolicy& policy, int64_t now_unix_ms);
 
 // The Unix ms before which a partial upload or an unreferenced blob counts as stale; INT64_MIN when
 // partial_upload_max_age_hours is 0.

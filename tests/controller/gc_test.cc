@@ -1,10 +1,11 @@
 // Artifact retention over a real controller: builds finished by a scripted worker, `CollectGarbage`
 // through BuildService (dry run, then apply), blobs of a running build kept, expiry kept across a restart,
-// a blob a running build found already stored still kept after a restart, and partial uploads and
-// unreferenced blobs unused for the age limit.
+// a blob a running build found already stored still kept after a restart, partial uploads and
+// unreferenced blobs unused for the age limit, and the source archives of builds that ended long ago.
 #include <sys/stat.h>
 
 #include "common/clock.h"
+#include "controller/store.h"
 #include "tests/controller/controller_fixture.h"
 
 namespace freeagent::controller::testing {
@@ -20,9 +21,11 @@ class GcTest : public ControllerTest {
     source_ = UploadSource();
   }
 
-  // Runs one build to SUCCEEDED on `worker` with one artifact holding `data`; returns its id.
-  std::string BuildWithArtifact(FakeWorker& worker, const std::string& name, const std::string& data) {
-    auto build = Submit(Spec(source_));
+  // Runs one build of `source` (source_ when empty) to SUCCEEDED on `worker` with one artifact holding
+  // `data`; returns its id.
+  std::string BuildWithArtifact(FakeWorker& worker, const std::string& name, const std::string& data,
+                                const std::string& source = "") {
+    auto build = Submit(Spec(source.empty() ? source_ : source));
     EXPECT_TRUE(build.ok()) << build.status();
     auto job = worker.NextAssign();
     EXPECT_TRUE(job.has_value());
@@ -224,6 +227,86 @@ TEST_F(GcTest, StalePartialUploadsAndUnreferencedBlobsGoOnceUnusedForTheAgeLimit
   // The upload in progress is stored once its sender ends it.
   ASSERT_TRUE(in_progress->End(Sha256Hex("still coming"), 12).ok());
   EXPECT_TRUE(BlobExists(Sha256Hex("still coming")));
+}
+
+// A build's inputs go once the newest build naming them ended input_retention_days (7) ago: a source
+// only old builds used is removed and marked on their record; one a recent build or a running build
+// also uses stays; artifacts stay under their own limits. A new submission of the removed source is
+// refused, naming it.
+TEST_F(GcTest, SourcesOfBuildsThatEndedLongAgoAreRemovedUnlessAnotherBuildStillNeedsThem) {
+  FakeWorker worker(channel_);
+  worker.Hello("w1", {}, 1);
+  const std::string only_old = UploadSource("Makefile", "old:\n");
+  const std::string shared = UploadSource("Makefile", "shared:\n");
+  const std::string running_too = UploadSource("Makefile", "running:\n");
+  const std::string old_build = BuildWithArtifact(worker, "old.ipa", std::string(10, 'o'), only_old);
+  const std::string old_shared = BuildWithArtifact(worker, "s1.ipa", std::string(10, 's'), shared);
+  const std::string old_running_too = BuildWithArtifact(worker, "r1.ipa", std::string(10, 'r'), running_too);
+  const std::string recent_shared = BuildWithArtifact(worker, "s2.ipa", std::string(10, 't'), shared);
+  auto running = Submit(Spec(running_too));
+  ASSERT_TRUE(running.ok()) << running.status();
+  auto job = worker.NextAssign();
+  ASSERT_TRUE(job.has_value());
+  ASSERT_TRUE(worker.Send(FakeWorker::Accepted(*job)));
+  EXPECT_EQ(Gc(false).items_size(), 0) << "every build ended just now";
+
+  // Three builds ended ten days ago, as their durable record says.
+  StopServer();
+  {
+    auto store = Store::Open(options_.controller.data_dir + "/freeagent.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto jobs = (*store)->LoadJobs();
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    constexpr int64_t kTenDays = 10LL * 24 * 3600 * 1000;
+    int aged = 0;
+    for (StoredJob& j : *jobs) {
+      if (j.build.id() != old_build && j.build.id() != old_shared && j.build.id() != old_running_too) continue;
+      j.build.set_created_unix_ms(j.build.created_unix_ms() - kTenDays);
+      j.build.set_started_unix_ms(j.build.started_unix_ms() - kTenDays);
+      j.build.set_finished_unix_ms(j.build.finished_unix_ms() - kTenDays);
+      (*store)->PutJob(j);
+      ++aged;
+    }
+    ASSERT_EQ(aged, 3);
+    (*store)->Stop();
+  }
+  StartServer();
+
+  v1::CollectGarbageResponse dry = Gc(false);
+  EXPECT_EQ(dry.input_retention_days(), 7u);
+  ASSERT_EQ(dry.items_size(), 1) << dry.ShortDebugString();
+  EXPECT_EQ(dry.items(0).build_id(), old_build);
+  EXPECT_EQ(dry.items(0).kind(), "source");
+  EXPECT_EQ(dry.items(0).name(), "source archive");
+  EXPECT_EQ(dry.items(0).sha256(), only_old);
+  EXPECT_GT(dry.items(0).size(), 0u);
+  EXPECT_EQ(dry.items(0).reason(), "older than 7 days");
+  EXPECT_EQ(dry.removed_bytes(), dry.items(0).size());
+  EXPECT_TRUE(BlobExists(only_old)) << "a dry run removed a source";
+
+  v1::CollectGarbageResponse done = Gc(true);
+  ASSERT_EQ(done.items_size(), 1) << done.ShortDebugString();
+  EXPECT_FALSE(BlobExists(only_old));
+  EXPECT_TRUE(BlobExists(shared)) << "a build that ended just now still names it";
+  EXPECT_TRUE(BlobExists(running_too)) << "a running build names it";
+  EXPECT_TRUE(BlobExists(Sha256Hex(std::string(10, 'o')))) << "artifacts follow their own limits";
+  EXPECT_EQ(Gc(false).items_size(), 0) << "a removed input is not planned again";
+
+  // The removal is part of the durable record.
+  StopServer();
+  StartServer();
+  const v1::Build old = Get(old_build);
+  ASSERT_EQ(old.removed_inputs().count(only_old), 1u);
+  EXPECT_GT(old.removed_inputs().at(only_old), 0);
+  EXPECT_TRUE(Get(old_shared).removed_inputs().empty());
+  EXPECT_TRUE(Get(old_running_too).removed_inputs().empty());
+  EXPECT_EQ(Get(old_build).artifacts(0).expired_unix_ms(), 0);
+
+  // A new build of the removed source is refused, naming the field (the CLI uploads it first).
+  auto refused = Submit(Spec(only_old));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("source_digest"), std::string::npos) << refused.status();
 }
 
 }  // namespace

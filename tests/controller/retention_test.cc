@@ -12,8 +12,8 @@ namespace {
 constexpr int64_t kDay = 24 * 3600 * 1000;
 constexpr int64_t kNow = 1'900'000'000'000;
 
-ArtifactRecord Rec(const std::string& build, const std::string& digest, uint64_t size, int64_t finished) {
-  ArtifactRecord r;
+BlobRecord Rec(const std::string& build, const std::string& digest, uint64_t size, int64_t finished) {
+  BlobRecord r;
   r.build_id = build;
   r.info.set_name(build + ".ipa");
   r.info.set_sha256(digest);
@@ -29,7 +29,7 @@ std::vector<std::string> Builds(const RetentionPlan& plan) {
 }
 
 TEST(PlanRetention, OlderThanTheAgeLimitGoesOldestFirst) {
-  std::vector<ArtifactRecord> recs = {Rec("b3", "d3", 30, kNow - 1 * kDay), Rec("b1", "d1", 10, kNow - 40 * kDay),
+  std::vector<BlobRecord> recs = {Rec("b3", "d3", 30, kNow - 1 * kDay), Rec("b1", "d1", 10, kNow - 40 * kDay),
                                       Rec("b2", "d2", 20, kNow - 31 * kDay)};
   RetentionPlan plan = PlanRetention(recs, {}, RetentionPolicy{30, 0}, kNow);
   EXPECT_EQ(Builds(plan), (std::vector<std::string>{"b1", "b2"}));
@@ -39,7 +39,7 @@ TEST(PlanRetention, OlderThanTheAgeLimitGoesOldestFirst) {
 }
 
 TEST(PlanRetention, SizeLimitRemovesOldestUntilUnder) {
-  std::vector<ArtifactRecord> recs = {Rec("b1", "d1", 100, kNow - 3 * kDay), Rec("b2", "d2", 100, kNow - 2 * kDay),
+  std::vector<BlobRecord> recs = {Rec("b1", "d1", 100, kNow - 3 * kDay), Rec("b2", "d2", 100, kNow - 2 * kDay),
                                       Rec("b3", "d3", 100, kNow - 1 * kDay)};
   RetentionPlan plan = PlanRetention(recs, {}, RetentionPolicy{0, 150}, kNow);
   EXPECT_EQ(Builds(plan), (std::vector<std::string>{"b1", "b2"}));
@@ -49,7 +49,7 @@ TEST(PlanRetention, SizeLimitRemovesOldestUntilUnder) {
 }
 
 TEST(PlanRetention, RunningBuildsAndInUseBlobsAreNeverRemoved) {
-  std::vector<ArtifactRecord> recs = {Rec("old", "d1", 100, kNow - 90 * kDay), Rec("running", "d2", 100, 0),
+  std::vector<BlobRecord> recs = {Rec("old", "d1", 100, kNow - 90 * kDay), Rec("running", "d2", 100, 0),
                                       Rec("touched", "d3", 100, kNow - 90 * kDay)};
   RetentionPlan plan = PlanRetention(recs, {"d3"}, RetentionPolicy{30, 1}, kNow);
   EXPECT_EQ(Builds(plan), (std::vector<std::string>{"old"}));
@@ -57,7 +57,7 @@ TEST(PlanRetention, RunningBuildsAndInUseBlobsAreNeverRemoved) {
 }
 
 TEST(PlanRetention, SharedBlobGoesOnlyWhenEveryUserIsOld) {
-  std::vector<ArtifactRecord> recs = {Rec("old", "d1", 100, kNow - 90 * kDay), Rec("new", "d1", 100, kNow - kDay),
+  std::vector<BlobRecord> recs = {Rec("old", "d1", 100, kNow - 90 * kDay), Rec("new", "d1", 100, kNow - kDay),
                                       Rec("other", "d2", 50, kNow - 60 * kDay)};
   RetentionPlan plan = PlanRetention(recs, {}, RetentionPolicy{30, 0}, kNow);
   EXPECT_EQ(Builds(plan), (std::vector<std::string>{"other"}));
@@ -95,6 +95,32 @@ TEST(PlanStale, UnusedForLongerThanTheAgeGoOldestFirstExceptKeptOnes) {
   policy.partial_upload_max_age_hours = 0;  // kept forever
   EXPECT_TRUE(PlanStale(files, {}, policy, kNow).empty());
   EXPECT_EQ(StaleCutoffMs(policy, kNow), INT64_MIN);
+}
+
+BlobRecord Input(const std::string& build, const std::string& digest, uint64_t size, int64_t finished) {
+  BlobRecord r = Rec(build, digest, size, finished);
+  r.kind = "source";
+  r.info.set_name("source archive");
+  return r;
+}
+
+TEST(PlanInputRetention, AgeOnlyPinnedByUnfinishedBuildsAndInUseAndOffAtZero) {
+  RetentionPolicy policy;
+  policy.max_total_bytes = 1;  // the artifacts' size limit does not apply to inputs
+  policy.input_max_age_days = 7;
+  std::vector<BlobRecord> inputs = {Input("old", "d1", 100, kNow - 8 * kDay), Input("recent", "d2", 100, kNow - kDay),
+                                    Input("old2", "d3", 100, kNow - 9 * kDay), Input("running", "d3", 100, 0),
+                                    Input("old3", "d4", 100, kNow - 30 * kDay)};
+  RetentionPlan plan = PlanInputRetention(inputs, {"d4"}, policy, kNow);
+  EXPECT_EQ(plan.digests, std::vector<std::string>{"d1"});
+  ASSERT_EQ(plan.items.size(), 1u);
+  EXPECT_EQ(plan.items[0].kind(), "source");
+  EXPECT_EQ(plan.items[0].name(), "source archive");
+  EXPECT_EQ(plan.items[0].reason(), "older than 7 days");
+  EXPECT_EQ(plan.removed_bytes, 100u);
+
+  policy.input_max_age_days = 0;  // kept forever
+  EXPECT_TRUE(PlanInputRetention(inputs, {}, policy, kNow).digests.empty());
 }
 
 }  // namespace
