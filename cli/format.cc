@@ -188,6 +188,22 @@ std::string FormatBuildDetails(const Build& build) {
   row("duration", Elapsed(build));
   row("log", HumanBytes(build.log_size()));
   if (!IsTerminal(build.state()) && !build.message().empty()) row("note", build.message());
+  if (!build.removed_inputs().empty()) {
+    std::vector<std::string> removed;
+    int64_t at = 0;
+    auto note = [&](const std::string& digest, const std::string& what) {
+      auto it = build.removed_inputs().find(digest);
+      if (digest.empty() || it == build.removed_inputs().end()) return;
+      removed.push_back(what);
+      at = std::max(at, it->second);
+    };
+    note(build.spec().source_digest(), "source archive");
+    note(build.spec().signing().p12_digest(), "P12");
+    for (int i = 0; i < build.spec().signing().profile_digests_size(); ++i) {
+      note(build.spec().signing().profile_digests(i), absl::StrCat("provisioning profile ", i + 1));
+    }
+    row("inputs", absl::StrCat(absl::StrJoin(removed, ", "), " removed by retention at ", LocalTime(at)));
+  }
   if (!build.spec().required_labels().empty()) row("labels", Labels(build.spec().required_labels()));
   if (build.spec().steps_size() > 0) {
     out += "steps:\n";
@@ -294,9 +310,17 @@ std::string FormatGarbage(const freeagent::v1::CollectGarbageResponse& response)
   };
   stale_lines(response.partial_uploads(), "partial upload", "written");
   stale_lines(response.unreferenced_blobs(), "unreferenced", "used");
-  absl::StrAppend(&out, response.applied() ? "removed " : "would remove ", response.items_size(), " artifact(s), ",
-                  HumanBytes(response.removed_bytes()), "; ", HumanBytes(response.kept_bytes()), " kept (", limits,
-                  ")");
+  // Items without a kind come from a controller that removed artifacts only.
+  const auto inputs = std::count_if(response.items().begin(), response.items().end(), [](const auto& item) {
+    return !item.kind().empty() && item.kind() != "artifact";
+  });
+  absl::StrAppend(&limits, "; build inputs ",
+                  response.input_retention_days() == 0 ? std::string("kept")
+                                                       : absl::StrCat(response.input_retention_days(), " days"));
+  absl::StrAppend(&out, response.applied() ? "removed " : "would remove ", response.items_size() - inputs,
+                  " artifact(s)", inputs > 0 ? absl::StrCat(" and ", inputs, " build input(s)") : "", ", ",
+                  HumanBytes(response.removed_bytes()), "; ", HumanBytes(response.kept_bytes()),
+                  " of artifacts kept (", limits, ")");
   const int stale = response.partial_uploads_size() + response.unreferenced_blobs_size();
   if (stale > 0) {
     absl::StrAppend(&out, "; ", response.partial_uploads_size(), " partial upload(s) and ",

@@ -195,6 +195,38 @@ TEST(FormatGarbage, ListsStalePartialUploadsAndUnreferencedBlobs) {
   EXPECT_THAT(FormatGarbage(r), Not(HasSubstr("--apply")));
 }
 
+TEST(FormatGarbage, CountsBuildInputsApartFromArtifacts) {
+  freeagent::v1::CollectGarbageResponse r;
+  auto* item = r.add_items();
+  item->set_build_id("b-1");
+  item->set_name("source archive");
+  item->set_kind("source");
+  item->set_size(100);
+  item->set_reason("older than 7 days");
+  r.set_removed_bytes(100);
+  r.set_input_retention_days(7);
+  std::string dry = FormatGarbage(r);
+  EXPECT_THAT(dry, HasSubstr("source archive"));
+  EXPECT_THAT(dry, HasSubstr("would remove 0 artifact(s) and 1 build input(s)"));
+  EXPECT_THAT(dry, HasSubstr("build inputs 7 days"));
+}
+
+TEST(FormatBuildDetails, NamesTheInputsRetentionRemoved) {
+  Build b;
+  b.set_id("b-1");
+  b.set_state(freeagent::v1::JOB_STATE_SUCCEEDED);
+  b.mutable_spec()->set_source_digest("s1");
+  b.mutable_spec()->mutable_signing()->set_p12_digest("p1");
+  b.mutable_spec()->mutable_signing()->add_profile_digests("m1");
+  (*b.mutable_removed_inputs())["s1"] = 1'900'000'000'000;
+  (*b.mutable_removed_inputs())["m1"] = 1'900'000'000'000;
+  std::string out = FormatBuildDetails(b);
+  EXPECT_THAT(out, HasSubstr("inputs:    source archive, provisioning profile 1 removed by retention at "));
+  EXPECT_THAT(out, Not(HasSubstr("P12")));
+  b.clear_removed_inputs();
+  EXPECT_THAT(FormatBuildDetails(b), Not(HasSubstr("inputs:")));
+}
+
 TEST(ToJson, UsesProtoFieldNamesOnOneLine) {
   Build b;
   b.set_id("b-1");
