@@ -146,11 +146,14 @@ LogStore::~LogStore() { Stop(); }
 
 absl::Status LogStore::Start() {
   RETURN_IF_ERROR(MakeDirs(dir_, 0755));
+  // One listing serves both: the migration renames only inside per-build directories, so the
+  // journal segments it lists stay as they are.
+  ASSIGN_OR_RETURN(const std::vector<std::string> names, ListDirectory(dir_));
   // Before the replay, which writes to the flat names.
-  RETURN_IF_ERROR(MigrateJobDirectories());
+  RETURN_IF_ERROR(MigrateJobDirectories(names));
   std::vector<std::string> old_segments;
   uint64_t last = 0;
-  RETURN_IF_ERROR(Replay(&old_segments, &last));
+  RETURN_IF_ERROR(Replay(names, &old_segments, &last));
   RETURN_IF_ERROR(OpenSegment(last + 1));
   if (!old_segments.empty()) {
     const int dir_fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -188,8 +191,7 @@ std::string LogStore::PathFor(const std::string& job_id, uint32_t attempt) const
   return absl::StrCat(dir_, "/", job_id, ".", attempt, ".log");
 }
 
-absl::Status LogStore::MigrateJobDirectories() {
-  ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir_));
+absl::Status LogStore::MigrateJobDirectories(const std::vector<std::string>& names) {
   size_t moved = 0;
   std::vector<std::string> emptied;
   for (const std::string& job_id : names) {
@@ -230,8 +232,8 @@ absl::Status LogStore::MigrateJobDirectories() {
 
 std::string LogStore::SegmentPath(uint64_t n) const { return absl::StrCat(dir_, "/", kSegmentPrefix, n); }
 
-absl::Status LogStore::Replay(std::vector<std::string>* segments, uint64_t* last) {
-  ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir_));
+absl::Status LogStore::Replay(const std::vector<std::string>& names, std::vector<std::string>* segments,
+                              uint64_t* last) {
   std::vector<uint64_t> numbers;
   for (const std::string& name : names) {
     uint64_t n = 0;

@@ -100,10 +100,11 @@ class LogStore {
 
   absl::StatusOr<std::shared_ptr<File>> OpenLocked(const Key& key);
   void MarkDirtyLocked(const Key& key);
+  // `names`: the entries of the logs directory, listed once at Start.
   // Renames <dir>/<job>/<attempt>.log to PathFor(job, attempt) and removes the emptied directories.
-  absl::Status MigrateJobDirectories();
-  // Replays every segment in the directory into the files; returns their paths and the highest number.
-  absl::Status Replay(std::vector<std::string>* segments, uint64_t* last);
+  absl::Status MigrateJobDirectories(const std::vector<std::string>& names);
+  // Replays every segment among `names` into the files; returns their paths and the highest number.
+  absl::Status Replay(const std::vector<std::string>& names, std::vector<std::string>* segments, uint64_t* last);
   absl::Status OpenSegment(uint64_t n);
   // syncfs, then removes the segments (on the checkpoint thread).
   void Retire(int sync_fd, std::vector<std::string> segments);
