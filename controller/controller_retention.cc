@@ -65,17 +65,32 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
         records.push_back(BlobRecord{id, i, "artifact", b.artifacts(i), finished_ms});
       }
     }
-    // A blob that is both an input and a kept artifact (or the other way round) stays.
-    std::set<std::string> inputs_in_use = in_use;
-    inputs_in_use.insert(artifacts.begin(), artifacts.end());
-    RetentionPlan input_plan = PlanInputRetention(inputs, inputs_in_use, options_.retention, started_ms);
-    const std::set<std::string> inputs_removed(input_plan.digests.begin(), input_plan.digests.end());
+    // A blob that is both an input and an artifact goes only when both uses let it go: the artifacts are
+    // planned with the inputs too recent to go on their own kept, then the inputs with the artifacts
+    // kept. (Each kept for the other's sake alone would keep both for ever.)
+    const RetentionPlan inputs_alone = PlanInputRetention(inputs, in_use, options_.retention, started_ms);
+    const std::set<std::string> old_inputs(inputs_alone.digests.begin(), inputs_alone.digests.end());
+    std::set<std::string> artifacts_in_use = in_use;
     for (const BlobRecord& r : inputs) {
-      if (inputs_removed.count(r.info.sha256()) == 0) in_use.insert(r.info.sha256());
+      if (old_inputs.count(r.info.sha256()) == 0) artifacts_in_use.insert(r.info.sha256());
     }
-    plan = PlanRetention(records, in_use, options_.retention, started_ms);
-    plan.digests.insert(plan.digests.end(), input_plan.digests.begin(), input_plan.digests.end());
+    plan = PlanRetention(records, artifacts_in_use, options_.retention, started_ms);
+    const std::set<std::string> artifacts_removed(plan.digests.begin(), plan.digests.end());
+    std::set<std::string> inputs_in_use = in_use;
+    for (const std::string& d : artifacts) {
+      if (artifacts_removed.count(d) == 0) inputs_in_use.insert(d);
+    }
+    RetentionPlan input_plan = PlanInputRetention(inputs, inputs_in_use, options_.retention, started_ms);
     plan.removed_bytes += input_plan.removed_bytes;
+    for (const std::string& d : input_plan.digests) {
+      if (artifacts_removed.count(d) == 0) {
+        plan.digests.push_back(d);
+        continue;
+      }
+      // Removed as an artifact already: its bytes count once.
+      auto size = stored_sizes.find(d);
+      if (size != stored_sizes.end()) plan.removed_bytes -= size->second;
+    }
     for (v1::GarbageItem& item : input_plan.items) plan.items.push_back(std::move(item));
     std::stable_sort(plan.items.begin(), plan.items.end(), [](const v1::GarbageItem& x, const v1::GarbageItem& y) {
       return x.finished_unix_ms() < y.finished_unix_ms();

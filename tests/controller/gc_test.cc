@@ -4,6 +4,9 @@
 // unreferenced blobs unused for the age limit, and the source archives of builds that ended long ago.
 #include <sys/stat.h>
 
+#include <set>
+#include <utility>
+
 #include "common/clock.h"
 #include "controller/store.h"
 #include "tests/controller/controller_fixture.h"
@@ -25,7 +28,13 @@ class GcTest : public ControllerTest {
   // `data`; returns its id.
   std::string BuildWithArtifact(FakeWorker& worker, const std::string& name, const std::string& data,
                                 const std::string& source = "") {
-    auto build = Submit(Spec(source.empty() ? source_ : source));
+    return BuildWithArtifact(worker, name, data, Spec(source.empty() ? source_ : source));
+  }
+
+  // The same for a build of `spec`.
+  std::string BuildWithArtifact(FakeWorker& worker, const std::string& name, const std::string& data,
+                                const v1::JobSpec& spec) {
+    auto build = Submit(spec);
     EXPECT_TRUE(build.ok()) << build.status();
     auto job = worker.NextAssign();
     EXPECT_TRUE(job.has_value());
@@ -53,6 +62,31 @@ class GcTest : public ControllerTest {
     grpc::Status st = builds_->CollectGarbage(&ctx, req, &resp);
     EXPECT_TRUE(st.ok()) << st.error_message();
     return resp;
+  }
+
+  // Rewrites the durable record of `ids` (builds that ended) as if they had ended `days` days earlier,
+  // with the controller stopped; starts it again.
+  void EndedDaysAgo(const std::set<std::string>& ids, int days) {
+    StopServer();
+    {
+      auto store = Store::Open(options_.controller.data_dir + "/freeagent.db");
+      ASSERT_TRUE(store.ok()) << store.status();
+      auto jobs = (*store)->LoadJobs();
+      ASSERT_TRUE(jobs.ok()) << jobs.status();
+      const int64_t shift = int64_t{days} * 24 * 3600 * 1000;
+      size_t aged = 0;
+      for (StoredJob& j : *jobs) {
+        if (ids.count(j.build.id()) == 0) continue;
+        j.build.set_created_unix_ms(j.build.created_unix_ms() - shift);
+        j.build.set_started_unix_ms(j.build.started_unix_ms() - shift);
+        j.build.set_finished_unix_ms(j.build.finished_unix_ms() - shift);
+        (*store)->PutJob(j);
+        ++aged;
+      }
+      ASSERT_EQ(aged, ids.size());
+      (*store)->Stop();
+    }
+    StartServer();
   }
 
   bool BlobExists(const std::string& digest) {
@@ -251,26 +285,7 @@ TEST_F(GcTest, SourcesOfBuildsThatEndedLongAgoAreRemovedUnlessAnotherBuildStillN
   EXPECT_EQ(Gc(false).items_size(), 0) << "every build ended just now";
 
   // Three builds ended ten days ago, as their durable record says.
-  StopServer();
-  {
-    auto store = Store::Open(options_.controller.data_dir + "/freeagent.db");
-    ASSERT_TRUE(store.ok()) << store.status();
-    auto jobs = (*store)->LoadJobs();
-    ASSERT_TRUE(jobs.ok()) << jobs.status();
-    constexpr int64_t kTenDays = 10LL * 24 * 3600 * 1000;
-    int aged = 0;
-    for (StoredJob& j : *jobs) {
-      if (j.build.id() != old_build && j.build.id() != old_shared && j.build.id() != old_running_too) continue;
-      j.build.set_created_unix_ms(j.build.created_unix_ms() - kTenDays);
-      j.build.set_started_unix_ms(j.build.started_unix_ms() - kTenDays);
-      j.build.set_finished_unix_ms(j.build.finished_unix_ms() - kTenDays);
-      (*store)->PutJob(j);
-      ++aged;
-    }
-    ASSERT_EQ(aged, 3);
-    (*store)->Stop();
-  }
-  StartServer();
+  ASSERT_NO_FATAL_FAILURE(EndedDaysAgo({old_build, old_shared, old_running_too}, 10));
 
   v1::CollectGarbageResponse dry = Gc(false);
   EXPECT_EQ(dry.input_retention_days(), 7u);
@@ -307,6 +322,41 @@ TEST_F(GcTest, SourcesOfBuildsThatEndedLongAgoAreRemovedUnlessAnotherBuildStillN
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
   EXPECT_NE(refused.status().message().find("source_digest"), std::string::npos) << refused.status();
+}
+
+// A blob that is both an artifact and an input of builds that ended long ago (a P12 another build
+// produced) goes when both its uses let it go: it neither pins itself forever nor makes the size limit
+// take a newer artifact in its place, and its bytes count once.
+TEST_F(GcTest, ABlobThatIsAnOldArtifactAndAnOldInputGoesOnce) {
+  FakeWorker worker(channel_);
+  worker.Hello("w1", {}, 1);
+  const std::string x = std::string(100, 'x');
+  const std::string dx = Sha256Hex(x);
+  const std::string produced = BuildWithArtifact(worker, "signing.p12", x);
+  v1::JobSpec signed_spec = Spec(source_);
+  signed_spec.mutable_signing()->set_p12_digest(dx);
+  const std::string used = BuildWithArtifact(worker, "y.ipa", std::string(10, 'y'), signed_spec);
+  const std::string recent = BuildWithArtifact(worker, "z.ipa", std::string(100, 'z'));
+  ASSERT_NO_FATAL_FAILURE(EndedDaysAgo({produced, used}, 10));
+
+  // 210 artifact bytes over the 150-byte limit: the oldest, signing.p12, goes, and its use as an input too.
+  v1::CollectGarbageResponse dry = Gc(false);
+  EXPECT_EQ(dry.removed_bytes(), 100u) << dry.ShortDebugString();
+  EXPECT_EQ(dry.kept_bytes(), 110u) << dry.ShortDebugString();
+  v1::CollectGarbageResponse done = Gc(true);
+  EXPECT_EQ(done.removed_bytes(), 100u) << done.ShortDebugString();
+  std::set<std::pair<std::string, std::string>> items;  // (build, kind)
+  for (const v1::GarbageItem& item : done.items()) {
+    EXPECT_EQ(item.sha256(), dx) << item.ShortDebugString();
+    items.emplace(item.build_id(), item.kind());
+  }
+  EXPECT_EQ(items, (std::set<std::pair<std::string, std::string>>{{produced, "artifact"}, {used, "p12"}}));
+  EXPECT_FALSE(BlobExists(dx)) << "a blob old in both its uses was kept";
+  EXPECT_TRUE(BlobExists(Sha256Hex(std::string(100, 'z')))) << "the newest artifact went in its place";
+  EXPECT_TRUE(BlobExists(Sha256Hex(std::string(10, 'y'))));
+  EXPECT_GT(Get(produced).artifacts(0).expired_unix_ms(), 0);
+  EXPECT_EQ(Get(used).removed_inputs().count(dx), 1u);
+  EXPECT_EQ(Get(recent).artifacts(0).expired_unix_ms(), 0);
 }
 
 }  // namespace
