@@ -205,7 +205,7 @@ void Controller::LivenessLoop() {
                                                           options_.liveness_timeout / 4 + std::chrono::milliseconds(1));
   const bool retention = options_.retention.max_age_days > 0 || options_.retention.max_total_bytes > 0 ||
                          options_.retention.partial_upload_max_age_hours > 0 || options_.retention.input_max_age_days > 0;
-  auto next_retention = std::chrono::steady_clock::now();
+  auto next_retention = std::chrono::steady_clock::now() + options_.retention_first_delay;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopped_) {
     liveness_cv_.wait_for(lock, period, [this] { return stopped_; });
@@ -489,7 +489,7 @@ void Controller::DetachLocked(Job& job) {
 void Controller::RequeueLocked(Job& job, bool next_attempt, const std::string& why) {
   DetachLocked(job);
   v1::Build& b = job.build;
-  EndUploadsLocked(job, absl::StrCat("was requeued: ", why));
+  EndUploadsLocked(job, absl::StrCat("ended: ", why));
   if (next_attempt) {
     if (b.attempt() >= options_.max_attempts) {
       FinishLocked(job, v1::JOB_STATE_ERROR,
@@ -627,14 +627,16 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
   for (int i = 0; i < spec.artifacts_size(); ++i) {
     RETURN_IF_ERROR(ValidateRelativeGlob(spec.artifacts(i).glob(), absl::StrCat("spec.artifacts[", i, "].glob")));
   }
+  // The blobs the build reads: (field, digest).
+  std::vector<std::pair<std::string, std::string>> inputs = {{"spec.source_digest", spec.source_digest()}};
   if (spec.has_signing()) {
     const v1::SigningMaterial& s = spec.signing();
-    std::vector<std::pair<std::string, std::string>> digests;
-    if (!s.p12_digest().empty()) digests.emplace_back("spec.signing.p12_digest", s.p12_digest());
+    if (!s.p12_digest().empty()) inputs.emplace_back("spec.signing.p12_digest", s.p12_digest());
     for (int i = 0; i < s.profile_digests_size(); ++i) {
-      digests.emplace_back(absl::StrCat("spec.signing.profile_digests[", i, "]"), s.profile_digests(i));
+      inputs.emplace_back(absl::StrCat("spec.signing.profile_digests[", i, "]"), s.profile_digests(i));
     }
-    for (const auto& [field, digest] : digests) {
+    for (size_t i = 1; i < inputs.size(); ++i) {
+      const auto& [field, digest] = inputs[i];
       RETURN_IF_ERROR(BlobStore::ValidateDigest(digest, field));
       if (!blobs_.Exists(digest)) {
         return absl::FailedPreconditionError(
@@ -667,6 +669,19 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return absl::UnavailableError("controller is shutting down");
+    // A retention pass plans under this lock and removes after it, so while one is between the two an
+    // input found above may have gone since (the pass planned before this build existed). Looked at
+    // again here, it was touched after the pass began, so it stays; or it is gone, and the client is
+    // told so instead of a build without its input being queued.
+    if (retention_passes_ > 0) {
+      for (const auto& [field, digest] : inputs) {
+        if (!blobs_.Exists(digest)) {
+          return absl::FailedPreconditionError(absl::StrCat(field, " ", digest,
+                                                            " was removed by retention while the build was "
+                                                            "submitted; upload it again"));
+        }
+      }
+    }
     std::string id;
     do {
       id = NewJobId();

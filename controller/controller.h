@@ -45,6 +45,8 @@ struct ControllerOptions {
   // Artifact retention (retention.h), applied every retention_interval when any limit is set.
   RetentionPolicy retention;
   std::chrono::milliseconds retention_interval{std::chrono::hours(1)};
+  // From start-up to the first retention pass.
+  std::chrono::milliseconds retention_first_delay{0};
 };
 
 // The controller's side of one worker stream.
@@ -208,6 +210,7 @@ class Controller {
   const ControllerOptions options_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<SecretBox> secret_box_;
+  int retention_passes_ = 0;  // CollectGarbage calls between their plan and their last removal, under mu_
   BlobStore blobs_;
   LogStore logs_;
   ArchiveCheckCache archive_checks_;  // source archives found safe, by digest

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "controller/controller.h"
@@ -22,9 +23,17 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
   RetentionPlan plan;
   int64_t protect_since_ms = started_ms;
   std::set<std::string> referenced;  // every blob a build names
+  bool in_pass = false;
+  absl::Cleanup pass_done = [&] {
+    if (!in_pass) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    --retention_passes_;
+  };
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return absl::UnavailableError("controller is shutting down");
+    ++retention_passes_;  // until its removals are done (Submit looks at its inputs again meanwhile)
+    in_pass = true;
     std::vector<BlobRecord> records;
     std::vector<BlobRecord> inputs;
     std::set<std::string> in_use;
