@@ -612,10 +612,13 @@ void Controller::AddWatcher(const std::string& id, std::weak_ptr<BuildWatcher> w
 
 absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
   RETURN_IF_ERROR(ExpandPreset(spec));
-  RETURN_IF_ERROR(BlobStore::ValidateDigest(spec.source_digest(), "spec.source_digest"));
-  if (!blobs_.Exists(spec.source_digest())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "spec.source_digest ", spec.source_digest(), " is not in the blob store; upload it first"));
+  const std::vector<BuildInput> inputs = BuildInputs(spec);
+  for (const BuildInput& input : inputs) {
+    RETURN_IF_ERROR(BlobStore::ValidateDigest(input.digest, input.field));
+    if (!blobs_.Exists(input.digest)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(input.field, " ", input.digest, " is not in the blob store; upload it first"));
+    }
   }
   if (spec.steps_size() == 0) return absl::InvalidArgumentError("spec.steps is empty");
   for (int i = 0; i < spec.steps_size(); ++i) {
@@ -626,23 +629,6 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
   }
   for (int i = 0; i < spec.artifacts_size(); ++i) {
     RETURN_IF_ERROR(ValidateRelativeGlob(spec.artifacts(i).glob(), absl::StrCat("spec.artifacts[", i, "].glob")));
-  }
-  // The blobs the build reads: (field, digest).
-  std::vector<std::pair<std::string, std::string>> inputs = {{"spec.source_digest", spec.source_digest()}};
-  if (spec.has_signing()) {
-    const v1::SigningMaterial& s = spec.signing();
-    if (!s.p12_digest().empty()) inputs.emplace_back("spec.signing.p12_digest", s.p12_digest());
-    for (int i = 0; i < s.profile_digests_size(); ++i) {
-      inputs.emplace_back(absl::StrCat("spec.signing.profile_digests[", i, "]"), s.profile_digests(i));
-    }
-    for (size_t i = 1; i < inputs.size(); ++i) {
-      const auto& [field, digest] = inputs[i];
-      RETURN_IF_ERROR(BlobStore::ValidateDigest(digest, field));
-      if (!blobs_.Exists(digest)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(field, " ", digest, " is not in the blob store; upload it first"));
-      }
-    }
   }
   for (const auto& [key, value] : spec.required_labels()) {
     if (key.empty()) return absl::InvalidArgumentError("spec.required_labels has an empty key");
@@ -674,9 +660,9 @@ absl::StatusOr<v1::Build> Controller::Submit(v1::JobSpec spec) {
     // again here, it was touched after the pass began, so it stays; or it is gone, and the client is
     // told so instead of a build without its input being queued.
     if (retention_passes_ > 0) {
-      for (const auto& [field, digest] : inputs) {
-        if (!blobs_.Exists(digest)) {
-          return absl::FailedPreconditionError(absl::StrCat(field, " ", digest,
+      for (const BuildInput& input : inputs) {
+        if (!blobs_.Exists(input.digest)) {
+          return absl::FailedPreconditionError(absl::StrCat(input.field, " ", input.digest,
                                                             " was removed by retention while the build was "
                                                             "submitted; upload it again"));
         }
@@ -1090,7 +1076,6 @@ void Controller::HandleResultLocked(const std::shared_ptr<WorkerConnection>& con
   b.set_exit_code(result.exit_code());
   b.set_failed_step(result.failed_step());
   *b.mutable_artifacts() = result.artifacts();
-  EndUploadsLocked(*job, absl::StrCat("ended ", v1::JobState_Name(outcome)));
   *b.mutable_phases() = result.phases();
   store_->PutArtifacts(b.id(), b.attempt(), result.artifacts());
   const uint64_t committed = logs_.GetSizes(b.id(), b.attempt()).committed;

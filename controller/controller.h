@@ -210,7 +210,7 @@ class Controller {
   const ControllerOptions options_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<SecretBox> secret_box_;
-  int retention_passes_ = 0;  // CollectGarbage calls between their plan and their last removal, under mu_
+  int retention_passes_ = 0;  // applying CollectGarbage calls between their plan and their last removal
   BlobStore blobs_;
   LogStore logs_;
   ArchiveCheckCache archive_checks_;  // source archives found safe, by digest

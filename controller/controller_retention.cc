@@ -4,7 +4,6 @@
 #include <map>
 #include <set>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "controller/controller.h"
@@ -23,87 +22,44 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
   RetentionPlan plan;
   int64_t protect_since_ms = started_ms;
   std::set<std::string> referenced;  // every blob a build names
-  bool in_pass = false;
-  absl::Cleanup pass_done = [&] {
-    if (!in_pass) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    --retention_passes_;
-  };
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return absl::UnavailableError("controller is shutting down");
-    ++retention_passes_;  // until its removals are done (Submit looks at its inputs again meanwhile)
-    in_pass = true;
+    // Until its removals are done Submit looks at its inputs again (a dry run removes nothing).
+    if (apply) ++retention_passes_;
     std::vector<BlobRecord> records;
     std::vector<BlobRecord> inputs;
     std::set<std::string> in_use;
-    std::set<std::string> artifacts;  // digests of artifacts not yet removed
     for (const auto& [id, job] : jobs_) {
       const v1::Build& b = job.build;
       const bool finished = IsTerminal(b.state());
       const int64_t finished_ms = finished ? b.finished_unix_ms() : 0;
-      auto add_input = [&](const std::string& digest, const char* kind, const char* name) {
-        referenced.insert(digest);
-        if (digest.empty() || b.removed_inputs().contains(digest)) return;
-        auto size = stored_sizes.find(digest);
-        if (size == stored_sizes.end()) return;
+      for (const BuildInput& input : BuildInputs(b.spec())) {
+        referenced.insert(input.digest);
+        // Whatever an unfinished build uses stays.
+        if (!finished) in_use.insert(input.digest);
+        if (b.removed_inputs().contains(input.digest)) continue;
+        auto size = stored_sizes.find(input.digest);
+        if (size == stored_sizes.end()) continue;
         BlobRecord& r = inputs.emplace_back();
         r.build_id = id;
-        r.kind = kind;
-        r.info.set_name(name);
-        r.info.set_sha256(digest);
+        r.kind = input.kind;
+        r.info.set_name(input.name);
+        r.info.set_sha256(input.digest);
         r.info.set_size(size->second);
         r.finished_unix_ms = finished_ms;
-      };
-      add_input(b.spec().source_digest(), "source", "source archive");
-      add_input(b.spec().signing().p12_digest(), "p12", "P12");
-      for (const std::string& d : b.spec().signing().profile_digests()) add_input(d, "profile", "provisioning profile");
-      for (const v1::ArtifactInfo& a : b.uploading_artifacts()) referenced.insert(a.sha256());
-      if (!finished) {
-        // Whatever an unfinished build uses stays, and so does any blob touched since it was submitted:
-        // it may be one of its artifacts, found already stored and not uploaded again.
-        in_use.insert(b.spec().source_digest());
-        in_use.insert(b.spec().signing().p12_digest());
-        for (const std::string& d : b.spec().signing().profile_digests()) in_use.insert(d);
-        protect_since_ms = std::min(protect_since_ms, b.created_unix_ms());
       }
+      for (const v1::ArtifactInfo& a : b.uploading_artifacts()) referenced.insert(a.sha256());
+      // A blob touched since an unfinished build was submitted stays: it may be one of its artifacts,
+      // found already stored and not uploaded again.
+      if (!finished) protect_since_ms = std::min(protect_since_ms, b.created_unix_ms());
       for (int i = 0; i < b.artifacts_size(); ++i) {
         if (b.artifacts(i).expired_unix_ms() != 0) continue;
         referenced.insert(b.artifacts(i).sha256());
-        artifacts.insert(b.artifacts(i).sha256());
         records.push_back(BlobRecord{id, i, "artifact", b.artifacts(i), finished_ms});
       }
     }
-    // A blob that is both an input and an artifact goes only when both uses let it go: the artifacts are
-    // planned with the inputs too recent to go on their own kept, then the inputs with the artifacts
-    // kept. (Each kept for the other's sake alone would keep both for ever.)
-    const RetentionPlan inputs_alone = PlanInputRetention(inputs, in_use, options_.retention, started_ms);
-    const std::set<std::string> old_inputs(inputs_alone.digests.begin(), inputs_alone.digests.end());
-    std::set<std::string> artifacts_in_use = in_use;
-    for (const BlobRecord& r : inputs) {
-      if (old_inputs.count(r.info.sha256()) == 0) artifacts_in_use.insert(r.info.sha256());
-    }
-    plan = PlanRetention(records, artifacts_in_use, options_.retention, started_ms);
-    const std::set<std::string> artifacts_removed(plan.digests.begin(), plan.digests.end());
-    std::set<std::string> inputs_in_use = in_use;
-    for (const std::string& d : artifacts) {
-      if (artifacts_removed.count(d) == 0) inputs_in_use.insert(d);
-    }
-    RetentionPlan input_plan = PlanInputRetention(inputs, inputs_in_use, options_.retention, started_ms);
-    plan.removed_bytes += input_plan.removed_bytes;
-    for (const std::string& d : input_plan.digests) {
-      if (artifacts_removed.count(d) == 0) {
-        plan.digests.push_back(d);
-        continue;
-      }
-      // Removed as an artifact already: its bytes count once.
-      auto size = stored_sizes.find(d);
-      if (size != stored_sizes.end()) plan.removed_bytes -= size->second;
-    }
-    for (v1::GarbageItem& item : input_plan.items) plan.items.push_back(std::move(item));
-    std::stable_sort(plan.items.begin(), plan.items.end(), [](const v1::GarbageItem& x, const v1::GarbageItem& y) {
-      return x.finished_unix_ms() < y.finished_unix_ms();
-    });
+    plan = PlanBlobRetention(records, inputs, in_use, options_.retention, started_ms);
   }
 
   v1::CollectGarbageResponse response;
@@ -133,6 +89,7 @@ absl::StatusOr<v1::CollectGarbageResponse> Controller::CollectGarbage(bool apply
   std::set<std::string> counted;  // shared blobs count once
   {
     std::lock_guard<std::mutex> lock(mu_);
+    --retention_passes_;  // its removals are done
     for (v1::GarbageItem& item : plan.items) {
       if (removed.count(item.sha256()) == 0) continue;
       Job* job = FindLocked(item.build_id());

@@ -77,6 +77,47 @@ RetentionPlan PlanInputRetention(const std::vector<BlobRecord>& inputs, const st
   return PlanRetention(inputs, in_use, by_age, now_unix_ms);
 }
 
+RetentionPlan PlanBlobRetention(const std::vector<BlobRecord>& artifacts, const std::vector<BlobRecord>& inputs,
+                                const std::set<std::string>& in_use, const RetentionPolicy& policy,
+                                int64_t now_unix_ms) {
+  const RetentionPlan inputs_alone = PlanInputRetention(inputs, in_use, policy, now_unix_ms);
+  const std::set<std::string> old_inputs(inputs_alone.digests.begin(), inputs_alone.digests.end());
+  std::set<std::string> artifacts_in_use = in_use;
+  for (const BlobRecord& r : inputs) {
+    if (old_inputs.count(r.info.sha256()) == 0) artifacts_in_use.insert(r.info.sha256());
+  }
+  RetentionPlan plan = PlanRetention(artifacts, artifacts_in_use, policy, now_unix_ms);
+  const std::set<std::string> artifacts_removed(plan.digests.begin(), plan.digests.end());
+  std::set<std::string> inputs_in_use = in_use;
+  for (const BlobRecord& r : artifacts) {
+    if (artifacts_removed.count(r.info.sha256()) == 0) inputs_in_use.insert(r.info.sha256());
+  }
+  RetentionPlan input_plan = PlanInputRetention(inputs, inputs_in_use, policy, now_unix_ms);
+  for (const std::string& d : input_plan.digests) {
+    if (artifacts_removed.count(d) == 0) plan.digests.push_back(d);
+  }
+  std::set<std::string> counted(artifacts_removed);  // a blob's bytes count once
+  for (v1::GarbageItem& item : input_plan.items) {
+    if (counted.insert(item.sha256()).second) plan.removed_bytes += item.size();
+    plan.items.push_back(std::move(item));
+  }
+  std::stable_sort(plan.items.begin(), plan.items.end(), [](const v1::GarbageItem& a, const v1::GarbageItem& b) {
+    return a.finished_unix_ms() < b.finished_unix_ms();
+  });
+  return plan;
+}
+
+std::vector<BuildInput> BuildInputs(const v1::JobSpec& spec) {
+  std::vector<BuildInput> inputs = {{"spec.source_digest", "source", "source archive", spec.source_digest()}};
+  const v1::SigningMaterial& s = spec.signing();
+  if (!s.p12_digest().empty()) inputs.push_back({"spec.signing.p12_digest", "p12", "P12", s.p12_digest()});
+  for (int i = 0; i < s.profile_digests_size(); ++i) {
+    inputs.push_back({absl::StrCat("spec.signing.profile_digests[", i, "]"), "profile", "provisioning profile",
+                      s.profile_digests(i)});
+  }
+  return inputs;
+}
+
 int64_t StaleCutoffMs(const RetentionPolicy& policy, int64_t now_unix_ms) {
   if (policy.partial_upload_max_age_hours == 0) return INT64_MIN;
   return now_unix_ms - int64_t{policy.partial_upload_max_age_hours} * 3600 * 1000;

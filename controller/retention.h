@@ -59,6 +59,24 @@ RetentionPlan PlanRetention(const std::vector<BlobRecord>& records, const std::s
 RetentionPlan PlanInputRetention(const std::vector<BlobRecord>& inputs, const std::set<std::string>& in_use,
                                  const RetentionPolicy& policy, int64_t now_unix_ms);
 
+// Artifacts and inputs together. A blob that is both goes only when both uses let it go: the artifacts
+// are planned keeping the inputs too recent to go on their own, then the inputs keeping the artifacts
+// that stay (each kept for the other's sake alone would keep both for ever). Items oldest first; a
+// blob's bytes count once; kept_bytes are the artifacts'.
+RetentionPlan PlanBlobRetention(const std::vector<BlobRecord>& artifacts, const std::vector<BlobRecord>& inputs,
+                                const std::set<std::string>& in_use, const RetentionPolicy& policy,
+                                int64_t now_unix_ms);
+
+// One blob a build reads: its spec field, kind ("source", "p12", "profile"), a name for people, digest.
+struct BuildInput {
+  std::string field;
+  std::string kind;
+  std::string name;
+  std::string digest;
+};
+// The source archive, then the signing blobs the spec names.
+std::vector<BuildInput> BuildInputs(const v1::JobSpec& spec);
+
 // The Unix ms before which a partial upload or an unreferenced blob counts as stale; INT64_MIN when
 // partial_upload_max_age_hours is 0.
 int64_t StaleCutoffMs(const RetentionPolicy& policy, int64_t now_unix_ms);

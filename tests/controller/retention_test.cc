@@ -123,5 +123,20 @@ TEST(PlanInputRetention, AgeOnlyPinnedByUnfinishedBuildsAndInUseAndOffAtZero) {
   EXPECT_TRUE(PlanInputRetention(inputs, {}, policy, kNow).digests.empty());
 }
 
+TEST(PlanBlobRetention, ABlobThatIsBothGoesOnceBothUsesLetItGoAndCountsOnce) {
+  RetentionPolicy policy{30, 0};
+  policy.input_max_age_days = 7;
+  // d1: an old artifact and an old input. d2: an old artifact that a recent build reads. d3: an old
+  // input that is also a recent artifact.
+  std::vector<BlobRecord> artifacts = {Rec("a1", "d1", 100, kNow - 40 * kDay), Rec("a2", "d2", 50, kNow - 40 * kDay),
+                                       Rec("a3", "d3", 20, kNow - kDay)};
+  std::vector<BlobRecord> inputs = {Input("i1", "d1", 100, kNow - 10 * kDay), Input("i2", "d2", 50, kNow - kDay),
+                                    Input("i3", "d3", 20, kNow - 10 * kDay)};
+  RetentionPlan plan = PlanBlobRetention(artifacts, inputs, {}, policy, kNow);
+  EXPECT_EQ(plan.digests, std::vector<std::string>{"d1"});
+  EXPECT_EQ(Builds(plan), (std::vector<std::string>{"a1", "i1"})) << "oldest first";
+  EXPECT_EQ(plan.removed_bytes, 100u) << "counted once";
+}
+
 }  // namespace
 }  // namespace freeagent::controller
