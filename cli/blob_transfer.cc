@@ -192,12 +192,11 @@ absl::Status Receive(BlobService::StubInterface* blobs, const freeagent::v1::Dow
   return freeagent::proto::FromGrpcStatus(status);
 }
 
-}  // namespace
-
-namespace {
+// A followed upload's part file is its own: its bytes are a prefix of that upload only.
 std::string PartOfUpload(const std::string& dir, const std::string& name, const std::string& upload_id) {
   return absl::StrCat(dir, "/.", name, ".", upload_id.substr(0, 16), ".part");
 }
+
 }  // namespace
 
 absl::StatusOr<std::string> FollowedPartPath(const ArtifactInfo& artifact, const std::string& dir,
@@ -220,13 +219,12 @@ absl::StatusOr<std::string> DownloadArtifact(BlobService::StubInterface* blobs,
   if (following) RETURN_IF_ERROR(ValidateUploadId(artifact.upload_id()));
   RETURN_IF_ERROR(MakeDirs(dir));
   const std::string target = absl::StrCat(dir, "/", name);
-  // A followed upload's part file is its own: its bytes are a prefix of that upload only.
-  auto followed_part = [&](const std::string& upload_id) { return PartOfUpload(dir, name, upload_id); };
-  const std::string part = following ? followed_part(artifact.upload_id()) : absl::StrCat(dir, "/.", name, ".part");
+  const std::string part =
+      following ? PartOfUpload(dir, name, artifact.upload_id()) : absl::StrCat(dir, "/.", name, ".part");
   if (!following && ValidateUploadId(options.followed_upload_id).ok()) {
     // That upload was stored as this artifact: its bytes so far are this blob's first bytes (and are
     // verified with the rest). A part file of our own is newer and stays.
-    const std::string followed = followed_part(options.followed_upload_id);
+    const std::string followed = PartOfUpload(dir, name, options.followed_upload_id);
     if (link(followed.c_str(), part.c_str()) != 0 && errno != EEXIST && errno != ENOENT) {
       return ErrnoStatus(errno, "link", followed);
     }
